@@ -1,0 +1,1 @@
+//! Every KVM hvparam of Ganeti: definitions, checks and validation.

@@ -1,0 +1,2 @@
+//! The `kvm-hypervisor` command.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Node-level manager for QEMU/KVM virtual machines.
