@@ -36,11 +36,21 @@ fn allowed() -> BTreeSet<(String, String, String)> {
 
 fn workspace_edges() -> BTreeSet<(String, String, String)> {
     let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");
-    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata is JSON");
     let packages = meta["packages"].as_array().expect("packages array");
     let members: BTreeMap<String, &serde_json::Value> = packages
@@ -67,13 +77,23 @@ fn workspace_crate_graph_has_only_allowed_edges() {
         .difference(&allowed)
         .map(|(from, to, kind)| format!("{from} -> {to} ({kind})"))
         .collect();
-    assert_eq!(unexpected, Vec::<String>::new(), "edges outside STYLE.md §1");
+    assert_eq!(
+        unexpected,
+        Vec::<String>::new(),
+        "edges outside STYLE.md §1"
+    );
 }
 
 #[test]
 fn leaves_exist_as_workspace_members() {
     let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");
@@ -87,7 +107,15 @@ fn leaves_exist_as_workspace_members() {
     let expected: BTreeSet<&str> = LEAVES
         .iter()
         .copied()
-        .chain(["kvm-hypervisor", "kvm-hypervisor-cli", "xtask", "workspace-tests"])
+        .chain([
+            "kvm-hypervisor",
+            "kvm-hypervisor-cli",
+            "xtask",
+            "workspace-tests",
+        ])
         .collect();
-    assert_eq!(expected.difference(&names).copied().collect::<Vec<_>>(), Vec::<&str>::new());
+    assert_eq!(
+        expected.difference(&names).copied().collect::<Vec<_>>(),
+        Vec::<&str>::new()
+    );
 }
