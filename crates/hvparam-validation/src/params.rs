@@ -345,9 +345,17 @@ impl HvParams {
     /// Unknown names, wrong types, values outside a parameter's set and every
     /// [`check`](HvParams::check) problem are reported together.
     pub fn from_map(overrides: &Map<String, Json>) -> Result<HvParams, Problems> {
+        let (params, problems) = HvParams::parse_and_check(overrides);
+        Problems::sorted(problems).into_result(params)
+    }
+
+    /// [`HvParams::parse`] then [`HvParams::check`], every problem of both
+    /// sorted in parameter order; for callers that report problems alongside
+    /// their own (an instance spec) and still want the parameters.
+    pub fn parse_and_check(overrides: &Map<String, Json>) -> (HvParams, Vec<Problem>) {
         let (params, mut problems) = HvParams::parse(overrides);
         problems.extend(params.check());
-        Problems::sorted(problems).into_result(params)
+        (params, Problems::sorted(problems).into_vec())
     }
 
     /// Types the overrides without running [`check`](HvParams::check): the

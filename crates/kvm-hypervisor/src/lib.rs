@@ -1,1 +1,29 @@
-//! Node-level manager for QEMU/KVM virtual machines.
+//! Node-level manager for QEMU/KVM virtual machines, compatible with Ganeti's
+//! KVM hypervisor layer.
+//!
+//! This crate composes the leaf crates of the workspace. Today it holds the
+//! [instance spec](spec) and [validation](validate) of an instance against
+//! this host; starting, stopping, hotplug and migration follow.
+//!
+//! ```
+//! use kvm_hypervisor::spec::InstanceSpec;
+//! use serde_json::json;
+//!
+//! let loaded = InstanceSpec::from_value(&json!({
+//!     "name": "web1", "memory": 1024, "vcpus": 2,
+//!     "nics": [{"mode": "bridged", "link": "br0"}],
+//! })).unwrap();
+//! assert_eq!(loaded.spec.min_memory(), 1024);
+//! // The NIC's uuid and mac were generated and are reported.
+//! let fields: Vec<&str> = loaded.generated.iter().map(|g| g.field.as_str()).collect();
+//! assert_eq!(fields, ["uuid", "nics[0].uuid", "nics[0].mac"]);
+//! ```
+
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod host;
+pub mod spec;
+pub mod validate;
+
+/// The hvparam definitions and checks, re-exported for users of this crate.
+pub use hvparam_validation as hvparams;

@@ -1,0 +1,121 @@
+//! Gathering facts about this host. This is where validation's I/O happens,
+//! so that [`crate::validate`] and the hvparam checks stay pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use crate::hvparams::{HostFacts, PathKind};
+use crate::spec::{DiskSource, InstanceSpec, NicMode};
+
+/// The character device vhost-net descriptors come from.
+pub const VHOST_NET_DEVICE: &str = "/dev/vhost-net";
+
+/// Facts about this host for one instance spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// Facts the hvparams need.
+    pub hv: HostFacts,
+    /// What each kernelspace disk path is.
+    pub disk_paths: BTreeMap<PathBuf, PathKind>,
+    /// Which of the links bridged NICs name are bridges here.
+    pub bridges: BTreeMap<String, bool>,
+    /// Whether /dev/vhost-net exists.
+    pub vhost_net: bool,
+}
+
+/// Looks at the host for everything validating `spec` needs. QEMU is not
+/// probed here (`hv.qemu` stays `None`); the caller adds its capabilities.
+pub fn gather(spec: &InstanceSpec) -> NodeFacts {
+    let wanted = spec.hvparams().facts_wanted();
+    let hv = HostFacts {
+        qemu: None,
+        interfaces: wanted.interfaces.then(interfaces),
+        paths: wanted
+            .paths
+            .iter()
+            .map(|p| (p.clone(), path_kind(p)))
+            .collect(),
+        users: wanted
+            .users
+            .iter()
+            .map(|u| {
+                (
+                    u.clone(),
+                    matches!(nix::unistd::User::from_name(u), Ok(Some(_))),
+                )
+            })
+            .collect(),
+        online_cpus: online_cpus(),
+    };
+    let disk_paths = spec
+        .disks()
+        .iter()
+        .filter_map(|d| match d.source() {
+            DiskSource::Path(p) => Some((p.clone(), path_kind(p))),
+            DiskSource::Uri(_) => None,
+        })
+        .collect();
+    let bridges = spec
+        .nics()
+        .iter()
+        .filter(|n| n.mode() == NicMode::Bridged && !n.link().is_empty())
+        .map(|n| {
+            let is_bridge = !n.link().contains('/')
+                && Path::new("/sys/class/net")
+                    .join(n.link())
+                    .join("bridge")
+                    .is_dir();
+            (n.link().to_owned(), is_bridge)
+        })
+        .collect();
+    NodeFacts {
+        hv,
+        disk_paths,
+        bridges,
+        vhost_net: Path::new(VHOST_NET_DEVICE).exists(),
+    }
+}
+
+/// What `path` is, following symlinks.
+pub fn path_kind(path: &Path) -> PathKind {
+    match std::fs::metadata(path) {
+        Err(_) => PathKind::Missing,
+        Ok(m) if m.is_file() => PathKind::File,
+        Ok(m) if m.is_dir() => PathKind::Dir,
+        Ok(_) => PathKind::Other,
+    }
+}
+
+/// Whether `path` is a block device.
+pub fn is_block_device(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
+}
+
+fn interfaces() -> BTreeMap<String, Vec<IpAddr>> {
+    let mut out: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return out;
+    };
+    for a in addrs {
+        let entry = out.entry(a.interface_name.clone()).or_default();
+        let Some(addr) = a.address else { continue };
+        if let Some(v4) = addr.as_sockaddr_in() {
+            entry.push(IpAddr::V4(v4.ip()));
+        } else if let Some(v6) = addr.as_sockaddr_in6() {
+            entry.push(IpAddr::V6(v6.ip()));
+        }
+    }
+    out
+}
+
+fn online_cpus() -> Option<u32> {
+    let n = nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN).ok()??;
+    u32::try_from(n).ok()
+}
+
+/// The set of network interface names on this host.
+pub fn interface_names() -> BTreeSet<String> {
+    interfaces().into_keys().collect()
+}

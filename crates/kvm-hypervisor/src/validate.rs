@@ -1,0 +1,141 @@
+//! Validating an instance spec against this host: the hvparams' node checks
+//! plus the spec's own (disks exist, bridges exist, vhost-net is there).
+//! Pure: the facts come from [`crate::host::gather`].
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::host::{NodeFacts, VHOST_NET_DEVICE};
+use crate::hvparams::{NicType, PathKind};
+use crate::spec::{DiskSource, Generated, InstanceSpec, NicMode};
+
+/// One line of a report: a field and a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The field, e.g. `disks[0].path` or `hvparams.kernel_path`.
+    pub field: String,
+    /// What was found.
+    pub message: String,
+}
+
+/// The outcome of validating a spec on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Problems that would stop the instance from starting, in field order.
+    pub problems: Vec<Finding>,
+    /// Advisory warnings.
+    pub warnings: Vec<Finding>,
+    /// Checks that could not run, and what they lacked.
+    pub unchecked: Vec<Finding>,
+    /// Values the spec left out and that were generated.
+    pub generated: Vec<Generated>,
+}
+
+impl Report {
+    /// Whether no problem was found.
+    pub fn is_valid(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Host-side problems with a spec's own fields.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostProblem {
+    /// A kernelspace disk path that does not exist.
+    #[error("{} does not exist on this host", .0.display())]
+    DiskMissing(PathBuf),
+    /// A kernelspace disk path that is a directory or a socket.
+    #[error("{} is neither a block device nor a regular file", .0.display())]
+    DiskNotUsable(PathBuf),
+    /// A bridged NIC's link is not a bridge.
+    #[error("bridge `{0}` does not exist on this host")]
+    BridgeMissing(String),
+    /// vhost_net is on, a paravirtual NIC exists, and /dev/vhost-net does not.
+    #[error(
+        "{VHOST_NET_DEVICE} is missing on this host (load the vhost_net module, or set vhost_net to false)"
+    )]
+    VhostNetMissing,
+}
+
+/// Validates `spec` against `facts`. `generated` comes from loading the spec.
+pub fn validate_on_host(
+    spec: &InstanceSpec,
+    facts: &NodeFacts,
+    generated: Vec<Generated>,
+) -> Report {
+    let hv = spec.hvparams();
+    let v = hv.validate(&facts.hv);
+    let mut problems: Vec<Finding> = v
+        .problems
+        .iter()
+        .map(|p| Finding {
+            field: format!("hvparams.{}", p.param()),
+            message: p.kind().to_string(),
+        })
+        .collect();
+    let mut unchecked: Vec<Finding> = v
+        .unchecked
+        .iter()
+        .map(|u| Finding {
+            field: format!("hvparams.{}", u.param),
+            message: format!("needs {}", u.missing),
+        })
+        .collect();
+    let paravirtual_nics = hv.nic_type() == NicType::Paravirtual && !spec.nics().is_empty();
+    if hv.vhost_net() && paravirtual_nics && !facts.vhost_net {
+        problems.push(finding("hvparams.vhost_net", HostProblem::VhostNetMissing));
+    }
+    for (i, d) in spec.disks().iter().enumerate() {
+        let DiskSource::Path(p) = d.source() else {
+            continue;
+        };
+        let field = format!("disks[{i}].path");
+        match facts.disk_paths.get(p) {
+            Some(PathKind::Missing) => {
+                problems.push(finding(&field, HostProblem::DiskMissing(p.clone())))
+            }
+            Some(PathKind::Dir) => {
+                problems.push(finding(&field, HostProblem::DiskNotUsable(p.clone())))
+            }
+            Some(PathKind::File | PathKind::Other) => {}
+            None => unchecked.push(Finding {
+                field,
+                message: "needs the path's existence".into(),
+            }),
+        }
+    }
+    for (i, n) in spec.nics().iter().enumerate() {
+        if n.mode() != NicMode::Bridged {
+            continue;
+        }
+        if facts.bridges.get(n.link()) == Some(&false) {
+            problems.push(finding(
+                &format!("nics[{i}].link"),
+                HostProblem::BridgeMissing(n.link().to_owned()),
+            ));
+        }
+    }
+    let warnings = hv
+        .assess()
+        .iter()
+        .map(|w| Finding {
+            field: format!("hvparams.{}", w.param()),
+            message: w.kind().to_string(),
+        })
+        .collect();
+    Report {
+        problems,
+        warnings,
+        unchecked,
+        generated,
+    }
+}
+
+fn finding(field: &str, p: HostProblem) -> Finding {
+    Finding {
+        field: field.to_owned(),
+        message: p.to_string(),
+    }
+}
