@@ -1,0 +1,153 @@
+//! The binary as a user meets it: exact output and exit status.
+#![allow(clippy::disallowed_methods)] // a test driver runs the binary under test
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kvm-hypervisor"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/specs")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A spec file in a per-test directory, removed when dropped.
+struct TempSpec(PathBuf);
+
+impl TempSpec {
+    fn path(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempSpec {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn temp_spec(name: &str, body: &str) -> TempSpec {
+    let dir = std::env::temp_dir().join(format!("kvmhv-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, body).expect("write spec");
+    TempSpec(path)
+}
+
+#[test]
+fn validate_reports_all_five_mistakes_and_exits_1() {
+    let out = run(&["validate", &fixture("five-mistakes.json")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{}: 5 problem(s)\nproblems:\n\
+             \x20 name: `../etc` is not a usable instance name: it contains `/`\n\
+             \x20 hvparams.acpi: expected a boolean, found string \"yes\"\n\
+             \x20 hvparams.boot_ordr: unknown hvparam; did you mean `boot_order`?\n\
+             \x20 disks[0]: a disk needs exactly one of `path` (kernelspace) and `uri` (userspace)\n\
+             \x20 nics[0].mac: `aa:00:00:11:22` is not a usable MAC address: expected six hex pairs separated by `:`\n",
+            fixture("five-mistakes.json")
+        )
+    );
+}
+
+#[test]
+fn validate_json_lists_problems_by_field() {
+    let out = run(&["validate", "--json", &fixture("five-mistakes.json")]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["valid"], false);
+    let fields: Vec<&str> = v["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .map(|p| p["field"].as_str().expect("field"))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "name",
+            "hvparams.acpi",
+            "hvparams.boot_ordr",
+            "disks[0]",
+            "nics[0].mac"
+        ]
+    );
+}
+
+#[test]
+fn validate_typo_in_hvparam_suggests_the_name() {
+    let spec = temp_spec(
+        "typo.json",
+        r#"{"name": "t1", "memory": 64, "vcpus": 1, "hvparams": {"serial_sped": 9600}}"#,
+    );
+    let out = run(&["validate", spec.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout(&out),
+        "t1.json: 1 problem(s)\nproblems:\n  hvparams.serial_sped: unknown hvparam; did you mean `serial_speed`?\n"
+            .replace("t1.json", spec.path())
+    );
+}
+
+#[test]
+fn validate_bad_json_syntax_exits_1_with_position() {
+    let spec = temp_spec("broken.json", "{\"name\": ");
+    let out = run(&["validate", spec.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "Error: {}: EOF while parsing a value at line 1 column 9\n",
+            spec.path()
+        )
+    );
+}
+
+#[test]
+fn validate_missing_file_is_a_usage_error_with_a_cause_chain() {
+    let out = run(&["validate", "/nonexistent/spec.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: loading the instance spec\ncaused by: cannot read /nonexistent/spec.json\ncaused by: No such file or directory (os error 2)\n"
+    );
+}
+
+#[test]
+fn validate_without_argument_is_a_usage_error() {
+    assert_eq!(run(&["validate"]).status.code(), Some(2));
+}
+
+#[test]
+fn params_json_lists_every_hvparam_with_ganetis_default() {
+    let out = run(&["params", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let list = v.as_array().expect("array");
+    assert_eq!(list.len(), 65);
+    let find = |name: &str| list.iter().find(|p| p["name"] == name).expect(name).clone();
+    assert_eq!(find("migration_port")["default"], 8102);
+    assert_eq!(find("kvm_path")["default"], "/usr/bin/kvm");
+    assert_eq!(find("acpi")["default"], true);
+    assert_eq!(find("migration_mode")["scope"], "cluster");
+    assert_eq!(
+        find("boot_order")["allowed"],
+        serde_json::json!(["cdrom", "disk", "floppy", "network"])
+    );
+}
