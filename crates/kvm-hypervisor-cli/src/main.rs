@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use kvm_hypervisor::host;
 use kvm_hypervisor::hvparams;
 use kvm_hypervisor::spec::{InstanceSpec, SpecError};
+use kvm_hypervisor::state;
 use kvm_hypervisor::validate::{Finding, Report, validate_on_host};
 use serde_json::json;
 
@@ -15,6 +16,11 @@ use serde_json::json;
 #[derive(Parser)]
 #[command(name = "kvm-hypervisor", version, about)]
 struct Cli {
+    /// The run directory [default: /run/kvm-hypervisor for root,
+    /// $XDG_RUNTIME_DIR/kvm-hypervisor otherwise]. Point it at Ganeti's
+    /// `/var/run/ganeti/kvm-hypervisor` to manage Ganeti's instances.
+    #[arg(long, global = true, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,6 +43,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Runtime records of running instances.
+    Runtime {
+        #[command(subcommand)]
+        command: RuntimeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RuntimeCommand {
+    /// Show an instance's runtime record (ours, or Ganeti's upgraded).
+    Show {
+        /// The instance, looked up in the run directory.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        name: Option<String>,
+        /// A runtime file to read instead.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// `ours`: our versioned record; `ganeti`: Ganeti's 4-element form.
+        #[arg(long, value_enum, default_value_t = RecordFormat::Ours)]
+        format: RecordFormat,
+        /// Print the record as JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RecordFormat {
+    Ours,
+    Ganeti,
 }
 
 /// Exit status for an invalid spec.
@@ -51,6 +87,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate { spec, json } => validate(&spec, json),
         Command::Params { json } => params(json).map(|()| ExitCode::SUCCESS),
+        Command::Runtime {
+            command:
+                RuntimeCommand::Show {
+                    name,
+                    file,
+                    format,
+                    json,
+                },
+        } => runtime_show(cli.run_dir, name, file, format, json).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -215,4 +260,104 @@ fn params(as_json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn runtime_show(
+    run_dir: Option<PathBuf>,
+    name: Option<String>,
+    file: Option<PathBuf>,
+    format: RecordFormat,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let loaded = match (name, file) {
+        (_, Some(file)) => state::RuntimeFile::read(&file)?,
+        (Some(name), None) => {
+            let root = run_dir.unwrap_or_else(state::RunDir::default_path);
+            let run = state::RunDir::existing(&root)?;
+            run.read_runtime(&name)?.with_context(|| {
+                format!(
+                    "instance {name} has no runtime record in {}",
+                    root.display()
+                )
+            })?
+        }
+        (None, None) => anyhow::bail!("give an instance name or --file"),
+    };
+    let record = loaded.record();
+    match (format, as_json) {
+        (RecordFormat::Ganeti, _) => print!("{}", state::render(&record, state::Format::Ganeti)),
+        (RecordFormat::Ours, true) => print!("{}", state::render(&record, state::Format::Ours)),
+        (RecordFormat::Ours, false) => print_record_summary(&loaded, &record),
+    }
+    Ok(())
+}
+
+fn print_record_summary(file: &state::RuntimeFile, r: &state::RuntimeRecord) {
+    let field = |k: &str| {
+        r.instance.get(k).map_or_else(
+            || "unknown".to_owned(),
+            |v| v.to_string().trim_matches('"').to_owned(),
+        )
+    };
+    let origin = match r.origin {
+        state::Origin::Ours => "kvm-hypervisor",
+        state::Origin::Ganeti => "Ganeti",
+    };
+    println!("instance  {} ({})", field("name"), field("uuid"));
+    println!("written   by {origin}, record version {}", r.version);
+    println!(
+        "memory    {} MiB, {} vCPUs",
+        field("memory"),
+        field("vcpus")
+    );
+    println!(
+        "machine   {}",
+        r.machine.as_deref().unwrap_or("QEMU's default")
+    );
+    if let Some(q) = &r.qemu {
+        println!(
+            "qemu      {}{}",
+            q.path,
+            q.version
+                .as_deref()
+                .map(|v| format!(" ({v})"))
+                .unwrap_or_default()
+        );
+    }
+    let hv = |h: &Option<state::HvInfo>| match h {
+        None => "no hvinfo".to_owned(),
+        Some(h) => {
+            let place = match (&h.addr, h.scsi_id) {
+                (Some(addr), _) => format!("addr {addr}"),
+                (None, Some(id)) => format!("scsi-id {id}"),
+                _ => "auto".to_owned(),
+            };
+            format!(
+                "{} {} on {} {place}",
+                h.driver,
+                h.id,
+                h.bus.as_deref().unwrap_or("?")
+            )
+        }
+    };
+    for (i, d) in r.disks.iter().enumerate() {
+        let source = d.uri.as_deref().or(d.path.as_deref()).unwrap_or("?");
+        println!("disk {i}    {} {source} ({})", d.uuid, hv(&d.hvinfo));
+    }
+    for (i, n) in r.nics.iter().enumerate() {
+        println!(
+            "nic {i}     {} {} {} {} ({})",
+            n.uuid,
+            n.mac.as_deref().unwrap_or("?"),
+            n.mode.as_deref().unwrap_or("?"),
+            n.link.as_deref().unwrap_or(""),
+            hv(&n.hvinfo)
+        );
+    }
+    println!("argv      {}", r.argv.join(" "));
+    if let state::RuntimeFile::Ganeti(g) = file {
+        for u in &g.upgrades {
+            println!("upgraded  {u}");
+        }
+    }
 }

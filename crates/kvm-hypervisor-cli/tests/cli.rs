@@ -151,3 +151,79 @@ fn params_json_lists_every_hvparam_with_ganetis_default() {
         serde_json::json!(["cdrom", "disk", "floppy", "network"])
     );
 }
+
+fn runtime_fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/ganeti-runtime")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn runtime_show_file_summarises_a_ganeti_runtime() {
+    let out = run(&[
+        "runtime",
+        "show",
+        "--file",
+        &runtime_fixture("vnc-tls.runtime"),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        "instance  vnc1 (unknown)\n\
+         written   by Ganeti, record version 1\n\
+         memory    256 MiB, 1 vCPUs\n\
+         machine   QEMU's default\n\
+         qemu      /usr/bin/kvm\n\
+         argv      /usr/bin/kvm -name vnc1 -m 256 -smp 1 -object tls-creds-x509,id=vnctls0,endpoint=server,dir=/etc/pki/vnc,verify-peer=yes -vnc 0.0.0.0:10,tls-creds=vnctls0,password\n\
+         upgraded  old -vnc TLS syntax: now -object tls-creds-…\n"
+    );
+}
+
+#[test]
+fn runtime_show_format_ganeti_writes_the_upgraded_four_element_form() {
+    let out = run(&[
+        "runtime",
+        "show",
+        "--format",
+        "ganeti",
+        "--file",
+        &runtime_fixture("localtime.runtime"),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        "[[\"/usr/bin/kvm\", \"-name\", \"lt1\", \"-m\", 256, \"-smp\", \"1\", \"-rtc\", \"base=localtime\"], [], {\"disk_discard\": \"ignore\"}, []]\n"
+    );
+}
+
+#[test]
+fn runtime_show_json_is_our_versioned_record() {
+    let out = run(&[
+        "runtime",
+        "show",
+        "--json",
+        "--file",
+        &runtime_fixture("current.runtime"),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["origin"], "ganeti");
+    assert_eq!(v["disks"][1]["hvinfo"]["scsi-id"], 1);
+}
+
+#[test]
+fn runtime_show_unknown_run_dir_is_an_error() {
+    let out = run(&["--run-dir", "/nonexistent/run", "runtime", "show", "web1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: opening run directory /nonexistent/run\ncaused by: No such file or directory (os error 2)\n"
+    );
+}
+
+#[test]
+fn runtime_show_needs_a_name_or_a_file() {
+    assert_eq!(run(&["runtime", "show"]).status.code(), Some(2));
+}

@@ -27,3 +27,5 @@ pub mod validate;
 
 /// The hvparam definitions and checks, re-exported for users of this crate.
 pub use hvparam_validation as hvparams;
+/// The run directory and runtime files, re-exported for users of this crate.
+pub use runtime_state as state;

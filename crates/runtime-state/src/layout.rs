@@ -131,6 +131,14 @@ impl RunDir {
         Ok(RunDir { root })
     }
 
+    /// The run directory at `root` for reading only: nothing is created,
+    /// and a missing directory is an error.
+    pub fn existing(root: impl Into<PathBuf>) -> Result<RunDir, StateError> {
+        let root = root.into();
+        std::fs::metadata(root.join("conf")).map_err(io("opening run directory", &root))?;
+        Ok(RunDir { root })
+    }
+
     /// The root.
     pub fn root(&self) -> &Path {
         &self.root
