@@ -15,6 +15,9 @@ tasks:
   ci     install what the tests need, then fmt --check, clippy -D warnings,
          every test (the tidy test of the crate graph included), docs -D warnings
   demo   the main job: validate and show the bundled demo instance spec
+  capture-fixtures [QEMU]
+         record this machine's QEMU help outputs under fixtures/qemu/<version>/
+         (never edit those files by hand; re-run this instead)
 ";
 
 fn main() -> Result<()> {
@@ -22,6 +25,7 @@ fn main() -> Result<()> {
     match task.as_deref() {
         Some("ci") => ci(),
         Some("demo") => demo(),
+        Some("capture-fixtures") => capture_fixtures(std::env::args().nth(2)),
         Some("-h" | "--help") | None => {
             print!("{USAGE}");
             Ok(())
@@ -133,6 +137,50 @@ fn demo() -> Result<()> {
     );
     if !status.success() {
         bail!("the demo spec did not validate on this host");
+    }
+    Ok(())
+}
+
+/// Records what `qemu` says about itself, for the offline capability parsers' tests.
+fn capture_fixtures(qemu: Option<String>) -> Result<()> {
+    let qemu = qemu.unwrap_or_else(|| "qemu-system-x86_64".into());
+    let output = |args: &[&str]| -> Result<String> {
+        let out = Command::new(&qemu)
+            .args(args)
+            .output()
+            .with_context(|| format!("running {qemu} {}", args.join(" ")))?;
+        if !out.status.success() {
+            bail!(
+                "{qemu} {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let version = output(&["--version"])?;
+    let number = version
+        .split("version ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .context("no version in --version output")?;
+    let major_minor: String = number.split('.').take(2).collect::<Vec<_>>().join(".");
+    let dir = root().join("fixtures/qemu").join(&major_minor);
+    std::fs::create_dir_all(&dir)?;
+    let files = [
+        ("version.txt", vec!["--version"]),
+        ("help.txt", vec!["--help"]),
+        ("machine-help.txt", vec!["-machine", "help"]),
+        ("device-help.txt", vec!["-device", "help"]),
+    ];
+    for (file, args) in files {
+        let text = if file == "version.txt" {
+            version.clone()
+        } else {
+            output(&args)?
+        };
+        std::fs::write(dir.join(file), text)?;
+        println!("wrote {}", dir.join(file).display());
     }
     Ok(())
 }
