@@ -82,6 +82,17 @@ impl PcieLayout {
         Ok(port)
     }
 
+    /// A slot on `pcie.0` for a device that is not hot-plugged (balloon,
+    /// controllers, video), from the same allocator as the ports.
+    pub fn take_root_slot(&mut self) -> Result<PciSlot, SlotError> {
+        self.slots.take()
+    }
+
+    /// Marks a `pcie.0` slot as QEMU's own (q35's ICH9 functions at 0x1f).
+    pub fn mark_used(&mut self, slot: PciSlot) {
+        self.slots.mark_used(slot);
+    }
+
     /// Adds `n` spare ports for later hotplug.
     pub fn add_spares(&mut self, n: usize) -> Result<Vec<RootPort>, SlotError> {
         (0..n).map(|_| self.add_port()).collect()

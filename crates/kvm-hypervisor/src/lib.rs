@@ -22,10 +22,15 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod host;
+pub mod plan;
 pub mod spec;
 pub mod validate;
 
+/// Device ids and slot allocation, re-exported.
+pub use device_slots as slots;
 /// The hvparam definitions and checks, re-exported for users of this crate.
 pub use hvparam_validation as hvparams;
+/// The QEMU command-line model and capabilities, re-exported.
+pub use qemu_cmdline as cmdline;
 /// The run directory and runtime files, re-exported for users of this crate.
 pub use runtime_state as state;

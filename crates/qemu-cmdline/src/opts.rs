@@ -48,6 +48,11 @@ impl From<i64> for OptValue {
         OptValue::Int(i)
     }
 }
+impl From<i32> for OptValue {
+    fn from(i: i32) -> Self {
+        OptValue::Int(i64::from(i))
+    }
+}
 impl From<u32> for OptValue {
     fn from(i: u32) -> Self {
         OptValue::Int(i64::from(i))

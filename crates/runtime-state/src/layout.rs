@@ -139,6 +139,12 @@ impl RunDir {
         Ok(RunDir { root })
     }
 
+    /// The run directory at `root` without touching the file system, for
+    /// computing paths (plans, tests); use [`RunDir::open`] before writing.
+    pub fn at(root: impl Into<PathBuf>) -> RunDir {
+        RunDir { root: root.into() }
+    }
+
     /// The root.
     pub fn root(&self) -> &Path {
         &self.root
