@@ -23,6 +23,7 @@
 
 pub mod host;
 pub mod plan;
+pub mod process;
 pub mod spec;
 pub mod validate;
 
