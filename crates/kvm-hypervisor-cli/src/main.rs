@@ -5,11 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kvm_hypervisor::host;
 use kvm_hypervisor::hvparams;
 use kvm_hypervisor::spec::{InstanceSpec, SpecError};
 use kvm_hypervisor::state;
 use kvm_hypervisor::validate::{Finding, Report, validate_on_host};
+use kvm_hypervisor::{caps, cmdline, host};
 use serde_json::json;
 
 /// Manage QEMU/KVM virtual machines on this node (Ganeti-compatible).
@@ -39,6 +39,48 @@ enum Command {
     },
     /// List every hvparam with its type, default and allowed values.
     Params {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a QEMU binary can do (probed once, then cached).
+    QemuCaps {
+        /// The QEMU binary.
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/usr/bin/qemu-system-x86_64"
+        )]
+        qemu: PathBuf,
+        /// Parse a recorded `--help` output instead of probing.
+        #[arg(long, value_name = "FILE")]
+        from_help: Option<PathBuf>,
+        /// With --from-help: a recorded `-machine help` output.
+        #[arg(long, value_name = "FILE", requires = "from_help")]
+        machines: Option<PathBuf>,
+        /// With --from-help: a recorded `-device help` output.
+        #[arg(long, value_name = "FILE", requires = "from_help")]
+        devices: Option<PathBuf>,
+        /// Where probed capabilities are cached.
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the QEMU command line an instance would get, starting nothing.
+    ///
+    /// Passed descriptors appear as numbers: the monitor sockets are fds 3
+    /// and 4, each tap queue (and vhost-net) fd follows.
+    Plan {
+        /// The spec file (.json or .toml).
+        spec: PathBuf,
+        /// Use this QEMU instead of the spec's kvm_path.
+        #[arg(long, value_name = "PATH")]
+        qemu: Option<PathBuf>,
+        /// Where probed capabilities are cached.
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -87,6 +129,21 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate { spec, json } => validate(&spec, json),
         Command::Params { json } => params(json).map(|()| ExitCode::SUCCESS),
+        Command::QemuCaps {
+            qemu,
+            from_help,
+            machines,
+            devices,
+            cache_dir,
+            json,
+        } => qemu_caps(&qemu, from_help, machines, devices, cache_dir, json)
+            .map(|()| ExitCode::SUCCESS),
+        Command::Plan {
+            spec,
+            qemu,
+            cache_dir,
+            json,
+        } => plan(&spec, qemu, cache_dir, cli.run_dir, json),
         Command::Runtime {
             command:
                 RuntimeCommand::Show {
@@ -360,4 +417,152 @@ fn print_record_summary(file: &state::RuntimeFile, r: &state::RuntimeRecord) {
             println!("upgraded  {u}");
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn qemu_caps(
+    qemu: &std::path::Path,
+    from_help: Option<PathBuf>,
+    machines: Option<PathBuf>,
+    devices: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let (caps, cached) = match from_help {
+        Some(help) => {
+            let machines = machines.as_ref().map(read).transpose()?;
+            let devices = devices.as_ref().map(read).transpose()?;
+            (
+                cmdline::QemuCaps::from_help(
+                    &read(&help)?,
+                    machines.as_deref(),
+                    devices.as_deref(),
+                )?,
+                false,
+            )
+        }
+        None => {
+            let dir = cache_dir.unwrap_or_else(caps::default_cache_dir);
+            let probed = runtime()?.block_on(caps::capabilities(qemu, &dir))?;
+            (probed.caps, probed.cached)
+        }
+    };
+    if as_json {
+        let mut v = serde_json::to_value(&caps)?;
+        v["features"] = serde_json::to_value(caps.features())?;
+        v["cached"] = json!(cached);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let source = match caps.source {
+        cmdline::CapsSource::Qmp if cached => "QMP probe, from the cache",
+        cmdline::CapsSource::Qmp => "QMP probe",
+        cmdline::CapsSource::Help => "help text",
+    };
+    println!("QEMU      {} ({})", caps.version, caps.package);
+    println!("source    {source}");
+    let default = caps.default_machine().map_or("none", |m| m.name.as_str());
+    println!("machines  {} (default {default})", caps.machines.len());
+    println!("devices   {}", caps.devices.len());
+    println!("options   {}", caps.options.len());
+    if !caps.cpu_models.is_empty() {
+        println!("cpus      {}", caps.cpu_models.len());
+    }
+    match caps.kvm {
+        Some(true) => println!("kvm       usable"),
+        Some(false) => println!("kvm       not usable (TCG only)"),
+        None => println!("kvm       unknown"),
+    }
+    let f = caps.features();
+    let flags = [
+        ("-run-with", f.run_with),
+        ("-runas", f.runas),
+        ("-chroot", f.chroot_option),
+        ("-audio", f.audio_option),
+        ("-soundhw", f.soundhw_option),
+        ("-no-acpi", f.no_acpi_option),
+        ("machine acpi=", f.machine_acpi_property),
+        ("-sandbox", f.sandbox),
+        ("debug-threads", f.debug_threads),
+        ("JSON -device", f.json_device),
+        ("SPICE", f.spice),
+    ];
+    let have: Vec<&str> = flags
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(n, _)| *n)
+        .collect();
+    println!("features  {}", have.join(", "));
+    Ok(())
+}
+
+fn plan(
+    spec_path: &std::path::Path,
+    qemu: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    run_dir: Option<PathBuf>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let loaded = match InstanceSpec::load(spec_path) {
+        Ok(l) => l,
+        Err(SpecError::Invalid(problems)) => {
+            eprintln!(
+                "Error: {spec_path}: invalid instance spec: {problems}",
+                spec_path = spec_path.display()
+            );
+            return Ok(ExitCode::from(INVALID));
+        }
+        Err(e) => return Err(e).context("loading the instance spec"),
+    };
+    let spec = loaded.spec;
+    let binary = qemu.unwrap_or_else(|| PathBuf::from(spec.hvparams().kvm_path()));
+    let dir = cache_dir.unwrap_or_else(caps::default_cache_dir);
+    let probed = runtime()?.block_on(caps::capabilities(&binary, &dir))?;
+    let env = host::plan_env(&spec, &probed.caps);
+    let run = state::RunDir::at(run_dir.unwrap_or_else(state::RunDir::default_path));
+    let plan = match kvm_hypervisor::plan::plan_start(&spec, &probed.caps, &run, &env) {
+        Ok(p) => p,
+        Err(e) => {
+            let mut msg = format!("Error: cannot plan {}: {e}", spec.name());
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!("\ncaused by: {s}"));
+                source = s.source();
+            }
+            eprintln!("{msg}");
+            return Ok(ExitCode::from(INVALID));
+        }
+    };
+    if as_json {
+        let hv = |d: &kvm_hypervisor::plan::PlannedDevice| json!({"uuid": d.uuid, "hvinfo": d.hvinfo.to_json()});
+        let out = json!({
+            "name": spec.name(),
+            "machine": plan.machine,
+            "accel": format!("{:?}", plan.accel).to_lowercase(),
+            "argv": plan.argv,
+            "listen_sockets": plan.listen_sockets,
+            "taps": plan.taps,
+            "disks": plan.disks.iter().map(hv).collect::<Vec<_>>(),
+            "nics": plan.nics.iter().map(hv).collect::<Vec<_>>(),
+            "warnings": plan.warnings,
+            "caps_cached": probed.cached,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for w in &plan.warnings {
+            eprintln!("warning: {w}");
+        }
+        for arg in &plan.argv {
+            println!("{arg}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

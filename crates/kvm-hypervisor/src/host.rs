@@ -119,3 +119,32 @@ fn online_cpus() -> Option<u32> {
 pub fn interface_names() -> BTreeSet<String> {
     interfaces().into_keys().collect()
 }
+
+/// The host facts a plan needs, for `spec` on a QEMU with `caps`.
+pub fn plan_env(spec: &InstanceSpec, caps: &qemu_cmdline::QemuCaps) -> crate::plan::PlanEnv {
+    let hv = spec.hvparams();
+    let binds = [hv.vnc_bind_address(), hv.spice_bind()];
+    let wants_interfaces = binds
+        .iter()
+        .any(|b| !b.is_empty() && b.parse::<IpAddr>().is_err() && !b.starts_with('/'));
+    crate::plan::PlanEnv {
+        kvm_usable: caps.kvm.unwrap_or(false),
+        vhost_net: Path::new(VHOST_NET_DEVICE).exists(),
+        interfaces: if wants_interfaces {
+            interfaces()
+        } else {
+            BTreeMap::new()
+        },
+        block_devices: spec
+            .disks()
+            .iter()
+            .filter_map(|d| match d.source() {
+                DiskSource::Path(p) if is_block_device(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect(),
+        pool_user: None,
+        spare_root_ports: 4,
+        spice_cert_dir: None,
+    }
+}

@@ -21,6 +21,7 @@
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod caps;
 pub mod host;
 pub mod plan;
 pub mod process;
@@ -33,5 +34,9 @@ pub use device_slots as slots;
 pub use hvparam_validation as hvparams;
 /// The QEMU command-line model and capabilities, re-exported.
 pub use qemu_cmdline as cmdline;
+/// The QMP client, re-exported.
+pub use qmp_protocol as qmp;
 /// The run directory and runtime files, re-exported for users of this crate.
 pub use runtime_state as state;
+/// Taps, links and NIC configuration, re-exported.
+pub use tap_netdev as net;

@@ -4,8 +4,11 @@
 //! [`run_with_timeout`] runs a program to completion with captured output,
 //! in a process group of its own that is killed as a whole when the time is
 //! up. [`run_nic_script`] runs a NIC script with Ganeti's environment.
+//! [`spawn_with_fds`] starts a long-lived process (QEMU) in a session of its
+//! own with descriptors at fixed numbers (monitor sockets, taps).
 
 use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Output, Stdio};
 use std::time::Duration;
@@ -170,16 +173,14 @@ pub async fn run_nic_script(
     run_with_timeout(script, &[arg], BaseEnv::Inherit, &env, timeout).await
 }
 
-/// Builds and spawns the command: the only `Command::new` of the workspace.
-// The one sanctioned use of the banned constructor (see clippy.toml).
-#[allow(clippy::disallowed_methods)]
+/// Builds and spawns a command that runs to completion.
 fn spawn(
     program: &Path,
     args: &[&OsStr],
     base: BaseEnv,
     env: &[(String, String)],
 ) -> std::io::Result<Child> {
-    let mut command = Command::new(program);
+    let mut command = new_command(program);
     command
         .args(args)
         .stdin(Stdio::null())
@@ -192,6 +193,97 @@ fn spawn(
     }
     command.envs(env.iter().map(|(k, v)| (k, v)));
     command.spawn()
+}
+
+/// A descriptor handed to a child at a fixed number.
+#[derive(Debug, Clone, Copy)]
+pub struct PassFd<'a> {
+    /// The number the child sees (3 and up).
+    pub target: i32,
+    /// Our descriptor.
+    pub fd: BorrowedFd<'a>,
+}
+
+/// Where a spawned child's stderr goes.
+#[derive(Debug)]
+pub enum ChildStderr {
+    /// A pipe the caller reads (`child.stderr`).
+    Piped,
+    /// Appended to this file (QEMU's log, kept for error reports).
+    File(std::fs::File),
+    /// Discarded.
+    Null,
+}
+
+/// Starts `program` with `args` in a new session (so it outlives us and
+/// no terminal signal reaches it), stdin and stdout on `/dev/null`, and each
+/// [`PassFd`] at its target number. Every other descriptor of ours is
+/// close-on-exec and does not leak.
+///
+/// This replaces QEMU's `-daemonize`: the caller keeps the pid and learns
+/// of readiness from the monitor, not from a double fork.
+pub fn spawn_with_fds(
+    program: &Path,
+    args: &[String],
+    fds: &[PassFd<'_>],
+    stderr: ChildStderr,
+) -> Result<Child, ProcessError> {
+    let spawn_err = |source| ProcessError::Spawn {
+        program: program.to_owned(),
+        source,
+    };
+    // Stage every descriptor above any target number first, so that the
+    // dup2 calls in the child cannot overwrite one another.
+    let staged: Vec<(i32, OwnedFd)> = fds
+        .iter()
+        .map(|p| {
+            nix::fcntl::fcntl(p.fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(STAGE_FD_BASE))
+                // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor we own.
+                .map(|raw| (p.target, unsafe { OwnedFd::from_raw_fd(raw) }))
+                .map_err(|e| spawn_err(std::io::Error::from(e)))
+        })
+        .collect::<Result<_, _>>()?;
+    let moves: Vec<(i32, i32)> = staged.iter().map(|(t, fd)| (fd.as_raw_fd(), *t)).collect();
+    let stderr = match stderr {
+        ChildStderr::Piped => Stdio::piped(),
+        ChildStderr::File(f) => Stdio::from(f),
+        ChildStderr::Null => Stdio::null(),
+    };
+    let mut command = new_command(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(false);
+    // SAFETY: the closure runs between fork and exec and only calls the
+    // async-signal-safe setsid(2) and dup2(2) on numbers computed before
+    // the fork.
+    unsafe {
+        command.pre_exec(move || {
+            if nix::libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for &(from, to) in &moves {
+                if nix::libc::dup2(from, to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().map_err(spawn_err)?;
+    drop(staged);
+    Ok(child)
+}
+
+/// Staged descriptors live at or above this number in the parent.
+const STAGE_FD_BASE: i32 = 1000;
+
+/// The only `Command::new` of the workspace (see clippy.toml).
+#[allow(clippy::disallowed_methods)]
+fn new_command(program: &Path) -> Command {
+    Command::new(program)
 }
 
 async fn read_all<R: AsyncRead + Unpin>(pipe: &mut Option<R>) -> std::io::Result<Vec<u8>> {
