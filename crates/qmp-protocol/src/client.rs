@@ -369,6 +369,13 @@ struct ListenerSlot {
 #[derive(Debug)]
 struct State {
     next_id: u64,
+    /// Ids whose reply reached its caller, for reuse (last in, first out).
+    ///
+    /// QEMU parses QMP one byte per main-loop iteration, so every byte of a
+    /// request costs latency; reuse keeps ids one or two digits long on a
+    /// connection that lives for months. Ids of commands whose caller gave
+    /// up are never reused, so a late reply cannot reach the wrong caller.
+    free_ids: Vec<u64>,
     pending: HashMap<u64, ReplySlot>,
     next_listener: u64,
     listeners: Vec<ListenerSlot>,
@@ -388,6 +395,7 @@ impl Shared {
             state: Mutex::new(State {
                 // 0 was qmp_capabilities.
                 next_id: 1,
+                free_ids: Vec::new(),
                 pending: HashMap::new(),
                 next_listener: 0,
                 listeners: Vec::new(),
@@ -416,15 +424,26 @@ impl Shared {
         if let Some(reason) = &state.closed {
             return Err(reason.to_error());
         }
-        let id = state.next_id;
-        state.next_id += 1;
+        let id = match state.free_ids.pop() {
+            Some(id) => id,
+            None => {
+                state.next_id += 1;
+                state.next_id - 1
+            }
+        };
         let (tx, rx) = oneshot::channel();
         state.pending.insert(id, tx);
         Ok((id, rx))
     }
 
+    /// The caller stopped waiting; its id is retired.
     fn forget(&self, id: u64) {
         self.lock().pending.remove(&id);
+    }
+
+    /// The caller got its reply (the reader already removed the slot).
+    fn recycle(&self, id: u64) {
+        self.lock().free_ids.push(id);
     }
 
     fn add_listener(self: &Arc<Self>, filter: EventFilter) -> EventListener {
@@ -547,15 +566,21 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
-/// Removes a caller's reply slot if it stops waiting (timeout, drop).
+/// Settles a caller's id when the call ends: recycled if the reply arrived,
+/// retired (slot removed, never reused) if the caller stopped waiting.
 struct PendingGuard<'a> {
     shared: &'a Shared,
     id: u64,
+    answered: bool,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.shared.forget(self.id);
+        if self.answered {
+            self.shared.recycle(self.id);
+        } else {
+            self.shared.forget(self.id);
+        }
     }
 }
 
@@ -689,7 +714,11 @@ impl Client {
     ) -> Result<Value, QmpError> {
         let shared = &*self.inner.shared;
         let (id, reply) = shared.register()?;
-        let _guard = PendingGuard { shared, id };
+        let mut guard = PendingGuard {
+            shared,
+            id,
+            answered: false,
+        };
         debug!(
             id,
             command,
@@ -708,7 +737,10 @@ impl Client {
                 .send(&request, &raw_fds)
                 .await
                 .map_err(disconnected)?;
-            match reply.await {
+            let reply = reply.await;
+            // Whatever came, the reader has removed the slot.
+            guard.answered = true;
+            match reply {
                 Ok(Ok(Ok(value))) => Ok(value),
                 Ok(Ok(Err(body))) => Err(refused(command, body)),
                 Ok(Err(reason)) => Err(reason.to_error()),

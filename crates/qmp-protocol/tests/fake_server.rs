@@ -457,6 +457,58 @@ async fn silence_times_out_and_the_connection_stays_usable() {
 }
 
 #[tokio::test]
+async fn answered_ids_are_reused_and_abandoned_ones_are_not() {
+    let (client, mut qemu) = session().await;
+    let peer = tokio::spawn(async move {
+        assert_eq!(
+            qemu.recv().await,
+            json!({"execute": "query-status", "id": 1})
+        );
+        qemu.send_line(&format!(r#"{{"return": {STATUS_RUNNING}, "id": 1}}"#))
+            .await;
+        // Id 1 again; this time say nothing, the caller gives up.
+        assert_eq!(
+            qemu.recv().await,
+            json!({"execute": "query-status", "id": 1})
+        );
+        // Id 1 is retired: the next command gets a fresh one, and the late
+        // reply to 1 must not reach it.
+        assert_eq!(
+            qemu.recv().await,
+            json!({"execute": "query-balloon", "id": 2})
+        );
+        qemu.send_line(r#"{"return": {"status": "paused", "running": false}, "id": 1}"#)
+            .await;
+        qemu.send_line(r#"{"return": {"actual": 4096}, "id": 2}"#)
+            .await;
+        assert_eq!(
+            qemu.recv().await,
+            json!({"execute": "query-status", "id": 2})
+        );
+        qemu.send_line(&format!(r#"{{"return": {STATUS_RUNNING}, "id": 2}}"#))
+            .await;
+    });
+
+    let first = client.execute(QueryStatus).await.unwrap();
+    let abandoned = client
+        .execute(QueryStatus)
+        .timeout(Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    let balloon = client.execute(QueryBalloon).await.unwrap();
+    let last = client.execute(QueryStatus).await.unwrap();
+
+    assert_eq!(first.status, RunState::Running);
+    assert!(
+        matches!(abandoned, QmpError::Timeout { .. }),
+        "{abandoned:?}"
+    );
+    assert_eq!(balloon.actual, 4096);
+    assert_eq!(last.status, RunState::Running);
+    peer.await.unwrap();
+}
+
+#[tokio::test]
 async fn eof_mid_message_fails_the_pending_command() {
     let (client, mut qemu) = session().await;
     let peer = tokio::spawn(async move {
