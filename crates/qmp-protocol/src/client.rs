@@ -356,8 +356,11 @@ impl Handshake {
     }
 }
 
+/// What a waiting caller receives: QEMU's answer, or why none will come.
+type ReplyFor = Result<Result<Value, ErrorBody>, CloseReason>;
+
 /// A waiting caller's share of a reply.
-type ReplySlot = oneshot::Sender<Result<Result<Value, ErrorBody>, CloseReason>>;
+type ReplySlot = oneshot::Sender<ReplyFor>;
 
 #[derive(Debug)]
 struct ListenerSlot {
@@ -517,8 +520,6 @@ impl Shared {
         self.closed.send_replace(true);
     }
 }
-
-type ReplyFor = Result<Result<Value, ErrorBody>, CloseReason>;
 
 /// The reader task: route every message until the stream ends.
 async fn read_loop(mut lines: Lines, shared: Arc<Shared>) {

@@ -21,8 +21,10 @@ use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use qmp_protocol::{
-    AddFd, BlockdevAdd, BlockdevDel, Client, CloseFd, Cont, DeviceAdd, DeviceDel,
-    DeviceDeletedEvent, EventFilter, Handshake, QmpError, QueryBlock, QueryCommands, QueryFdsets,
+    AddFd, Balloon, BlockdevAdd, BlockdevDel, Client, CloseFd, Cont, DeviceAdd, DeviceDel,
+    DeviceDeletedEvent, EventFilter, Handshake, MigrateSetCapabilities, MigrateSetParameters,
+    MigrationInfo, NetdevAdd, NetdevDel, QmpError, QomGet, QomList, QueryBalloon, QueryBlock,
+    QueryCommands, QueryCpusFast, QueryFdsets, QueryMigrate, QueryMigrateCapabilities, QueryPci,
     QueryQmpSchema, QueryStatus, QueryVersion, Quit, RemoveFd, ResumeEvent, RunState,
     ShutdownCause, ShutdownEvent, Stop, StopEvent,
 };
@@ -443,4 +445,147 @@ async fn the_whole_schema_decodes() {
     assert_eq!(query_status.meta_type, "command");
     let device_deleted = schema.iter().find(|e| e.name == "DEVICE_DELETED").unwrap();
     assert_eq!(device_deleted.meta_type, "event");
+}
+
+#[tokio::test]
+async fn migration_capabilities_and_parameters_are_accepted_as_typed() {
+    let qemu = Qemu::bare("migration-settings");
+    let client = qemu.client().await;
+
+    client
+        .execute(MigrateSetCapabilities::new([("postcopy-ram", true)]))
+        .await
+        .unwrap();
+    client
+        .execute(MigrateSetParameters {
+            max_bandwidth: Some(33_554_432),
+            downtime_limit: Some(30),
+            max_postcopy_bandwidth: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let caps = client.execute(QueryMigrateCapabilities).await.unwrap();
+    let info = client.execute(QueryMigrate).await.unwrap();
+
+    let postcopy = caps
+        .iter()
+        .find(|c| c.capability == "postcopy-ram")
+        .unwrap();
+    assert!(postcopy.state);
+    assert_eq!(info, MigrationInfo::default());
+}
+
+#[tokio::test]
+async fn netdev_add_then_netdev_del() {
+    let qemu = Qemu::bare("netdev");
+    let client = qemu.client().await;
+
+    client
+        .execute(NetdevAdd::new("hubport", "nic-1").property("hubid", 0))
+        .await
+        .unwrap();
+    let duplicate = client
+        .execute(NetdevAdd::new("hubport", "nic-1").property("hubid", 0))
+        .await
+        .unwrap_err();
+    client.execute(NetdevDel::new("nic-1")).await.unwrap();
+
+    assert!(
+        matches!(duplicate, QmpError::Refused { ref command, ref class, .. }
+            if command == "netdev_add" && class == "GenericError"),
+        "{duplicate:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_plugged_device_shows_in_query_pci_and_qom_list() {
+    let qemu = Qemu::pc("query-pci");
+    let client = qemu.client().await;
+
+    client
+        .execute(
+            DeviceAdd::new("virtio-scsi-pci", "scsi0")
+                .bus("pci.0")
+                .property("addr", "0x5"),
+        )
+        .await
+        .unwrap();
+    let buses = client.execute(QueryPci).await.unwrap();
+    let peripherals = client
+        .execute(QomList::new("/machine/peripheral"))
+        .await
+        .unwrap();
+    let machine_type = client
+        .execute(QomGet::new("/machine", "type"))
+        .await
+        .unwrap();
+
+    let scsi = buses[0]
+        .devices
+        .iter()
+        .find(|d| d.qdev_id == "scsi0")
+        .unwrap();
+    assert_eq!((scsi.bus, scsi.slot, scsi.function), (0, 5, 0));
+    let scsi_child = peripherals.iter().find(|p| p.name == "scsi0").unwrap();
+    assert_eq!(scsi_child.kind, "child<virtio-scsi-pci>");
+    assert_eq!(machine_type, serde_json::json!("pc-i440fx-7.2-machine"));
+}
+
+#[tokio::test]
+async fn balloon_reports_the_guest_memory() {
+    let qemu = Qemu::start(
+        "balloon",
+        &["-machine", "pc", "-accel", "tcg", "-S", "-m", "128"],
+    );
+    let client = qemu.client().await;
+    let without = client.execute(QueryBalloon).await.unwrap_err();
+    client
+        .execute(DeviceAdd::new("virtio-balloon-pci", "balloon0").bus("pci.0"))
+        .await
+        .unwrap();
+
+    let before = client.execute(QueryBalloon).await.unwrap();
+    client.execute(Balloon::bytes(64 << 20)).await.unwrap();
+
+    assert!(
+        matches!(without, QmpError::Refused { ref class, .. } if class == "DeviceNotActive"),
+        "{without:?}"
+    );
+    assert_eq!(before.actual, 128 << 20);
+}
+
+#[tokio::test]
+async fn query_cpus_fast_reports_the_vcpu_thread() {
+    let qemu = Qemu::pc("cpus");
+    let client = qemu.client().await;
+
+    let cpus = client.execute(QueryCpusFast).await.unwrap();
+
+    assert_eq!(cpus.len(), 1);
+    assert_eq!(cpus[0].cpu_index, 0);
+    assert_eq!(cpus[0].target, "x86_64");
+    // The thread id is a thread of the QEMU process.
+    let task = format!("/proc/{}/task/{}", qemu.child.id(), cpus[0].thread_id);
+    assert!(Path::new(&task).exists(), "{task}");
+}
+
+#[tokio::test]
+async fn qemu_killed_ends_listeners_and_later_commands_with_disconnected() {
+    let mut qemu = Qemu::bare("killed");
+    let client = qemu.client().await;
+    let mut events = client.events();
+
+    qemu.child.kill().unwrap();
+    let listener_err = events.next().await.unwrap_err();
+    let command_err = client.execute(QueryStatus).await.unwrap_err();
+
+    assert!(
+        matches!(listener_err, QmpError::Disconnected { .. }),
+        "{listener_err:?}"
+    );
+    assert!(
+        matches!(command_err, QmpError::Disconnected { .. }),
+        "{command_err:?}"
+    );
 }
