@@ -138,26 +138,67 @@ async fn read_message(lines: &mut Lines) -> Result<Incoming, CloseReason> {
 #[derive(Debug)]
 struct Writer {
     half: OwnedWriteHalf,
-    /// A request was cut off mid-way (its caller gave up during a partial
-    /// write); the byte stream is out of step and must not be used.
+    /// A request was cut off mid-way (an error, or its caller gave up during
+    /// a partial write); the byte stream is out of step for good.
     torn: bool,
+    /// The session's shared state, once there is a session: a torn request
+    /// ends it at once, so that every waiter hears of it.
+    shared: Option<Arc<Shared>>,
+}
+
+fn torn_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "a request was interrupted mid-write",
+    )
+}
+
+/// Ends the connection if a request is left half-written, however `send`
+/// is left (error, or its future dropped at a deadline).
+struct TearGuard<'a> {
+    torn: &'a mut bool,
+    socket: RawFd,
+    shared: Option<&'a Shared>,
+    partial: bool,
+}
+
+impl Drop for TearGuard<'_> {
+    fn drop(&mut self) {
+        if !self.partial {
+            return;
+        }
+        *self.torn = true;
+        if let Err(e) = shutdown(self.socket, Shutdown::Both) {
+            debug!(error = %e, "shutdown of the QMP socket failed");
+        }
+        if let Some(shared) = self.shared {
+            shared.close(CloseReason::Io(Arc::new(torn_error())));
+        }
+    }
 }
 
 impl Writer {
     fn new(half: OwnedWriteHalf) -> Self {
-        Writer { half, torn: false }
+        Writer {
+            half,
+            torn: false,
+            shared: None,
+        }
     }
 
     /// Send `bytes`, attaching `fds` to the first byte.
     async fn send(&mut self, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
         if self.torn {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "an earlier request was interrupted mid-write",
-            ));
+            return Err(torn_error());
         }
         let stream: &UnixStream = self.half.as_ref();
         let socket = stream.as_raw_fd();
+        let mut tear = TearGuard {
+            torn: &mut self.torn,
+            socket,
+            shared: self.shared.as_deref(),
+            partial: false,
+        };
         let mut sent = 0;
         while sent < bytes.len() {
             let rest = &bytes[sent..];
@@ -169,7 +210,7 @@ impl Writer {
                 return Err(io::ErrorKind::WriteZero.into());
             }
             sent += n;
-            self.torn = sent < bytes.len();
+            tear.partial = sent < bytes.len();
         }
         Ok(())
     }
@@ -615,8 +656,9 @@ impl Client {
         Handshake::connect(path).await?.negotiate().await
     }
 
-    fn start(lines: Lines, writer: Writer, greeting: Greeting) -> Client {
+    fn start(lines: Lines, mut writer: Writer, greeting: Greeting) -> Client {
         let shared = Arc::new(Shared::new());
+        writer.shared = Some(Arc::clone(&shared));
         let reader = tokio::spawn(read_loop(lines, Arc::clone(&shared)));
         Client {
             inner: Arc::new(Inner {

@@ -509,6 +509,35 @@ async fn answered_ids_are_reused_and_abandoned_ones_are_not() {
 }
 
 #[tokio::test]
+async fn a_request_cut_off_at_its_deadline_closes_the_connection() {
+    let (client, qemu) = session().await;
+    // The peer reads nothing: an 8 MiB request fills the socket buffer and
+    // is still half-written when its deadline passes.
+    let big = json!({"data": "x".repeat(8 << 20)});
+
+    let err = client
+        .execute_raw("x-big", big)
+        .timeout(Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    let after = client.execute(QueryStatus).await.unwrap_err();
+
+    assert!(
+        matches!(err, QmpError::Timeout { ref command, .. } if command == "x-big"),
+        "{err:?}"
+    );
+    match after {
+        QmpError::Disconnected { source: Some(io) } => {
+            assert_eq!(io.kind(), std::io::ErrorKind::BrokenPipe);
+            assert_eq!(io.to_string(), "a request was interrupted mid-write");
+        }
+        other => panic!("expected Disconnected with BrokenPipe, got {other:?}"),
+    }
+    assert!(client.is_closed());
+    drop(qemu);
+}
+
+#[tokio::test]
 async fn eof_mid_message_fails_the_pending_command() {
     let (client, mut qemu) = session().await;
     let peer = tokio::spawn(async move {
