@@ -259,20 +259,20 @@ async fn event_before_reply_reaches_listener_registered_before_command() {
 async fn replies_out_of_order_reach_their_callers() {
     let (client, mut qemu) = session().await;
     let peer = tokio::spawn(async move {
-        let first = qemu.recv().await;
-        let second = qemu.recv().await;
-        // Answer the later one first; each reply names its command.
-        for request in [second, first] {
-            let id = &request["id"];
-            let reply = match request["execute"].as_str().unwrap() {
-                "query-balloon" => json!({"return": {"actual": 1024}, "id": id}),
-                "query-status" => {
-                    json!({"return": {"status": "paused", "running": false}, "id": id})
-                }
-                other => panic!("unexpected command {other}"),
-            };
-            qemu.send_line(&reply.to_string()).await;
-        }
+        // join! polls the balloon query first, so it goes out first.
+        assert_eq!(
+            qemu.recv().await,
+            json!({"execute": "query-balloon", "id": 1})
+        );
+        assert_eq!(
+            qemu.recv().await,
+            json!({"execute": "query-status", "id": 2})
+        );
+        // Answer the later one first.
+        qemu.send_line(r#"{"return": {"status": "paused", "running": false}, "id": 2}"#)
+            .await;
+        qemu.send_line(r#"{"return": {"actual": 1024}, "id": 1}"#)
+            .await;
     });
 
     let (balloon, status) = tokio::join!(
