@@ -15,6 +15,13 @@ tasks:
   ci     install what the tests need, then fmt --check, clippy -D warnings,
          every test (the tidy test of the crate graph included), docs -D warnings
   demo   the main job: validate and show the bundled demo instance spec
+  guest  build (once, cached in target/guest) the test guest: a Debian cloud
+         kernel and a busybox initramfs whose /init prints GLAB-READY on ttyS0,
+         powers off on the ACPI power button and runs commands sent on ttyS0
+  bench plan
+         `kvm-hypervisor plan` wall time with a warm capability cache, next to
+         one `qemu-system-x86_64 --help` spawn (what Ganeti pays per probe),
+         interleaved, medians of 30 runs each; then the criterion benches
   capture-fixtures [QEMU]
          record this machine's QEMU help outputs under fixtures/qemu/<version>/
          (never edit those files by hand; re-run this instead)
@@ -25,6 +32,14 @@ fn main() -> Result<()> {
     match task.as_deref() {
         Some("ci") => ci(),
         Some("demo") => demo(),
+        Some("guest") => guest().map(|g| {
+            println!("kernel {}", g.kernel.display());
+            println!("initrd {}", g.initrd.display());
+        }),
+        Some("bench") => match std::env::args().nth(2).as_deref() {
+            Some("plan") => bench_plan(),
+            other => bail!("unknown benchmark {other:?}; known: plan"),
+        },
         Some("capture-fixtures") => capture_fixtures(std::env::args().nth(2)),
         Some("-h" | "--help") | None => {
             print!("{USAGE}");
@@ -183,4 +198,216 @@ fn capture_fixtures(qemu: Option<String>) -> Result<()> {
         println!("wrote {}", dir.join(file).display());
     }
     Ok(())
+}
+
+fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn time_run(cmd: &mut Command) -> Result<std::time::Duration> {
+    let start = std::time::Instant::now();
+    let out = cmd.output()?;
+    let took = start.elapsed();
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(took)
+}
+
+fn bench_plan() -> Result<()> {
+    ensure_packages()?;
+    run(
+        "cargo build --release -p kvm-hypervisor-cli",
+        cargo().args(["build", "--release", "--quiet", "-p", "kvm-hypervisor-cli"]),
+    )?;
+    let bin = root().join("target/release/kvm-hypervisor");
+    let cache = root().join("target/bench-caps");
+    let spec = root().join("fixtures/plans/multiqueue.json");
+    let plan_cmd = || {
+        let mut c = Command::new(&bin);
+        c.arg("plan").arg(&spec).arg("--cache-dir").arg(&cache);
+        c
+    };
+    time_run(&mut plan_cmd())?; // warms the cache
+    let (mut plans, mut helps) = (Vec::new(), Vec::new());
+    for _ in 0..30 {
+        plans.push(time_run(&mut plan_cmd())?);
+        helps.push(time_run(Command::new("qemu-system-x86_64").arg("--help"))?);
+    }
+    let (p, h) = (median(plans), median(helps));
+    println!(
+        "kvm-hypervisor plan (warm cache), median of 30: {:.2} ms",
+        p.as_secs_f64() * 1e3
+    );
+    println!(
+        "qemu-system-x86_64 --help, median of 30:        {:.2} ms",
+        h.as_secs_f64() * 1e3
+    );
+    println!(
+        "Ganeti spawns QEMU for probing about 6 times per start: {:.1} ms",
+        6.0 * h.as_secs_f64() * 1e3
+    );
+    run(
+        "cargo bench -p kvm-hypervisor --bench plan",
+        cargo().args([
+            "bench",
+            "-p",
+            "kvm-hypervisor",
+            "--bench",
+            "plan",
+            "--",
+            "--warm-up-time",
+            "1",
+            "--measurement-time",
+            "3",
+        ]),
+    )
+}
+
+/// The test guest's files.
+struct Guest {
+    kernel: PathBuf,
+    initrd: PathBuf,
+}
+
+fn sh(what: &str, script: &str) -> Result<()> {
+    run(what, Command::new("sh").args(["-euc", script]))
+}
+
+fn output_of(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output()?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Builds the test guest once; later calls return the cached files.
+fn guest() -> Result<Guest> {
+    let dir = root().join("target/guest");
+    let init = root().join("xtask/guest/init");
+    let guest = Guest {
+        kernel: dir.join("vmlinuz"),
+        initrd: dir.join("initrd.gz"),
+    };
+    let stamp = dir.join("init.stamp");
+    let init_text = std::fs::read_to_string(&init).context("reading xtask/guest/init")?;
+    if guest.kernel.is_file()
+        && guest.initrd.is_file()
+        && std::fs::read_to_string(&stamp).ok().as_deref() == Some(init_text.as_str())
+    {
+        return Ok(guest);
+    }
+    std::fs::create_dir_all(&dir)?;
+    let wanted = [
+        ("busybox", "busybox-static"),
+        ("cpio", "cpio"),
+        ("gzip", "gzip"),
+    ];
+    install_missing(&wanted)?;
+    if !output_of(Command::new("busybox").arg("--list"))?
+        .lines()
+        .any(|l| l == "acpid")
+    {
+        install(&["busybox-static"])?;
+    }
+    let kroot = dir.join("kroot");
+    if !kroot.join("boot").is_dir() {
+        let depends = |_: ()| {
+            output_of(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]))
+        };
+        let mut text = depends(()).unwrap_or_default();
+        if !text.contains("Depends: linux-image-") {
+            run(
+                "apt-get update",
+                Command::new("apt-get").args(["update", "-qq"]),
+            )?;
+            text = depends(())?;
+        }
+        let pkg = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Depends: "))
+            .find(|p| {
+                p.starts_with("linux-image-")
+                    && p.chars().nth(12).is_some_and(|c| c.is_ascii_digit())
+            })
+            .context("no linux-image-cloud-amd64 dependency found")?
+            .to_owned();
+        let debs = dir.join("debs");
+        std::fs::create_dir_all(&debs)?;
+        run(
+            &format!("apt-get download {pkg}"),
+            Command::new("apt-get")
+                .args(["download", &pkg])
+                .current_dir(&debs),
+        )?;
+        let _ = std::fs::remove_dir_all(&kroot);
+        sh(
+            "unpacking the kernel",
+            &format!(
+                "dpkg-deb -x {}/{pkg}_*.deb {}",
+                debs.display(),
+                kroot.display()
+            ),
+        )?;
+    }
+    sh(
+        "copying the kernel",
+        &format!(
+            "cp {}/boot/vmlinuz-* {}",
+            kroot.display(),
+            guest.kernel.display()
+        ),
+    )?;
+    let script = format!(
+        r#"KROOT={kroot}; OUT={out}; INIT={init}
+KVER=$(ls "$KROOT/lib/modules")
+ST=$(mktemp -d)
+trap 'rm -rf "$ST"' EXIT
+mkdir -p "$ST/bin" "$ST/dev" "$ST/proc" "$ST/sys" "$ST/lib/modules" "$ST/etc"
+cp "$(command -v busybox)" "$ST/bin/busybox"
+ln -s busybox "$ST/bin/sh"
+cp "$INIT" "$ST/init"; chmod 755 "$ST/init"
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci          virtio_blk failover net_failover virtio_net virtio_balloon          scsi_common scsi_mod virtio_scsi sd_mod button evdev; do
+  f=$(find "$KROOT/lib/modules/$KVER" -name "$m.ko" -o -name "$m.ko.xz" | head -1)
+  case "$f" in *.xz) xz -dc "$f" > "$ST/lib/modules/$m.ko" ;; "") ;; *) cp "$f" "$ST/lib/modules/" ;; esac
+done
+mknod -m 600 "$ST/dev/console" c 5 1
+(cd "$ST" && find . | sort | cpio -o -H newc -R 0:0 --quiet) | gzip -9 > "$OUT.tmp"
+mv "$OUT.tmp" "$OUT""#,
+        kroot = kroot.display(),
+        out = guest.initrd.display(),
+        init = init.display(),
+    );
+    sh("building the initramfs", &script)?;
+    std::fs::write(&stamp, init_text)?;
+    Ok(guest)
+}
+
+fn install(packages: &[&str]) -> Result<()> {
+    run(
+        "apt-get update",
+        Command::new("apt-get").args(["update", "-qq"]),
+    )?;
+    run(
+        &format!("apt-get install {}", packages.join(" ")),
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn install_missing(wanted: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(p, _)| !have(p))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        install(&missing)
+    }
 }

@@ -9,7 +9,7 @@ use kvm_hypervisor::hvparams;
 use kvm_hypervisor::spec::{InstanceSpec, SpecError};
 use kvm_hypervisor::state;
 use kvm_hypervisor::validate::{Finding, Report, validate_on_host};
-use kvm_hypervisor::{caps, cmdline, host};
+use kvm_hypervisor::{caps, cmdline, host, lifecycle};
 use serde_json::json;
 
 /// Manage QEMU/KVM virtual machines on this node (Ganeti-compatible).
@@ -85,6 +85,65 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Start an instance from its spec (QEMU starts paused, is configured
+    /// over QMP, then continued). Any failure undoes everything.
+    Start {
+        /// The spec file (.json or .toml).
+        spec: PathBuf,
+        /// Leave the VM paused.
+        #[arg(long)]
+        paused: bool,
+        /// Where probed capabilities are cached.
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop an instance: ACPI power-down, wait, then SIGTERM, then SIGKILL.
+    Stop {
+        /// The instance.
+        name: String,
+        /// Seconds the guest gets to power off.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Kill at once.
+        #[arg(long)]
+        force: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The state of one instance (or all).
+    Info {
+        /// The instance.
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
+        /// Every instance the run directory knows.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List instances with their state.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every file of a stopped (or crashed) instance.
+    Cleanup {
+        /// The instance.
+        name: String,
+    },
+    /// Set the balloon target of a running instance.
+    Balloon {
+        /// The instance.
+        name: String,
+        /// Target memory in MiB.
+        mib: u64,
+    },
     /// Runtime records of running instances.
     Runtime {
         #[command(subcommand)]
@@ -138,6 +197,32 @@ fn main() -> ExitCode {
             json,
         } => qemu_caps(&qemu, from_help, machines, devices, cache_dir, json)
             .map(|()| ExitCode::SUCCESS),
+        Command::Start {
+            spec,
+            paused,
+            cache_dir,
+            json,
+        } => lifecycle_start(&spec, paused, node(cli.run_dir, cache_dir), json),
+        Command::Stop {
+            name,
+            timeout,
+            force,
+            json,
+        } => lifecycle_stop(&name, timeout, force, node(cli.run_dir, None), json),
+        Command::Info { name, all, json } => {
+            lifecycle_info(name, all, node(cli.run_dir, None), json)
+        }
+        Command::List { json } => lifecycle_info(None, true, node(cli.run_dir, None), json),
+        Command::Cleanup { name } => node(cli.run_dir, None).and_then(|n| {
+            let done = lifecycle::cleanup(&n, &name)?;
+            println!("{name}: removed {} file(s)", done.len());
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Balloon { name, mib } => node(cli.run_dir, None).and_then(|n| {
+            runtime()?.block_on(lifecycle::balloon(&n, &name, mib))?;
+            println!("{name}: balloon target {mib} MiB");
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Plan {
             spec,
             qemu,
@@ -563,6 +648,172 @@ fn plan(
         for arg in &plan.argv {
             println!("{arg}");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn node(run_dir: Option<PathBuf>, cache_dir: Option<PathBuf>) -> anyhow::Result<lifecycle::Node> {
+    let root = run_dir.unwrap_or_else(state::RunDir::default_path);
+    lifecycle::Node::open(&root, cache_dir.unwrap_or_else(caps::default_cache_dir))
+        .with_context(|| format!("opening the run directory {}", root.display()))
+}
+
+fn lifecycle_start(
+    spec_path: &std::path::Path,
+    paused: bool,
+    node: anyhow::Result<lifecycle::Node>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let node = node?;
+    let loaded = match InstanceSpec::load(spec_path) {
+        Ok(l) => l,
+        Err(SpecError::Invalid(problems)) => {
+            eprintln!(
+                "Error: {}: invalid instance spec: {problems}",
+                spec_path.display()
+            );
+            return Ok(ExitCode::from(INVALID));
+        }
+        Err(e) => return Err(e).context("loading the instance spec"),
+    };
+    for g in &loaded.generated {
+        eprintln!(
+            "note: generated {} = {} (add it to the spec to keep it)",
+            g.field, g.value
+        );
+    }
+    let started = runtime()?.block_on(lifecycle::start(
+        &node,
+        &loaded.spec,
+        lifecycle::StartOptions { paused },
+    ))?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&started)?);
+    } else {
+        for w in &started.warnings {
+            eprintln!("warning: {w}");
+        }
+        let state = if started.paused { "paused" } else { "running" };
+        println!(
+            "{}: {state} (pid {}, {} on {})",
+            started.name, started.pid, started.accel, started.machine
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lifecycle_stop(
+    name: &str,
+    timeout: u64,
+    force: bool,
+    node: anyhow::Result<lifecycle::Node>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let node = node?;
+    let opts = lifecycle::StopOptions {
+        timeout: std::time::Duration::from_secs(timeout),
+        force,
+    };
+    let ending = runtime()?.block_on(lifecycle::stop(&node, name, opts))?;
+    if as_json {
+        println!("{}", json!({"name": name, "ending": ending}));
+    } else {
+        let how = match ending {
+            lifecycle::Ending::NotRunning => "was not running",
+            lifecycle::Ending::Graceful => "powered off",
+            lifecycle::Ending::Terminated => "terminated (SIGTERM)",
+            lifecycle::Ending::Killed => "killed (SIGKILL)",
+        };
+        println!("{name}: {how}; cleaned up");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lifecycle_info(
+    name: Option<String>,
+    all: bool,
+    node: anyhow::Result<lifecycle::Node>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let node = node?;
+    let rt = runtime()?;
+    let names = if all {
+        lifecycle::list(&node)?
+    } else {
+        name.into_iter().collect()
+    };
+    let mut infos = Vec::new();
+    for n in &names {
+        infos.push(rt.block_on(lifecycle::info(&node, n))?);
+    }
+    if as_json {
+        let v = if all {
+            serde_json::to_value(&infos)?
+        } else {
+            serde_json::to_value(&infos[0])?
+        };
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let state_of = |i: &lifecycle::InstanceInfo| {
+        serde_json::to_value(i.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    if all {
+        println!(
+            "{:<24} {:<18} {:>7} {:>8} {:>5}",
+            "NAME", "STATE", "PID", "MEMORY", "VCPUS"
+        );
+        for i in &infos {
+            println!(
+                "{:<24} {:<18} {:>7} {:>8} {:>5}",
+                i.name,
+                state_of(i),
+                i.pid.map_or("-".into(), |p| p.to_string()),
+                i.memory_mib.map_or("-".into(), |m| format!("{m}M")),
+                i.vcpus.map_or("-".into(), |v| v.to_string())
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let i = &infos[0];
+    println!("instance  {}", i.name);
+    println!("state     {}", state_of(i));
+    if let Some(p) = i.pid {
+        println!("pid       {p}");
+    }
+    if let Some(m) = i.memory_mib {
+        println!("memory    {m} MiB");
+    }
+    if let Some(v) = i.vcpus {
+        println!("vcpus     {v}");
+    }
+    if let Some(u) = i.uptime_secs {
+        println!("uptime    {u} s");
+    }
+    if let Some(v) = &i.qemu_version {
+        println!("qemu      {v}");
+    }
+    if let Some(m) = &i.machine {
+        println!("machine   {m}");
+    }
+    if !i.from_qmp && i.pid.is_some() {
+        println!("note      QEMU's monitor did not answer; figures come from its command line");
+    }
+    for d in &i.devices {
+        println!(
+            "{:<9} {} {} {}{}",
+            d.kind,
+            d.uuid,
+            d.id.as_deref().unwrap_or("-"),
+            d.placement.as_deref().unwrap_or("-"),
+            d.tap
+                .as_deref()
+                .map(|t| format!(" tap {t}"))
+                .unwrap_or_default()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -23,6 +23,7 @@
 
 pub mod caps;
 pub mod host;
+pub mod lifecycle;
 pub mod plan;
 pub mod process;
 pub mod spec;

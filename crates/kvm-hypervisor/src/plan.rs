@@ -440,8 +440,11 @@ pub fn plan_start(
     inv.chardevs.push(socket("hmp", run.ctrl(name, ".monitor")));
     inv.monitors.push(("hmp".into(), false));
     if hv.serial_console() {
-        inv.chardevs
-            .push(socket("serial0", run.ctrl(name, ".serial")));
+        inv.chardevs.push(
+            socket("serial0", run.ctrl(name, ".serial"))
+                .set("logfile", run.console_log(name).display().to_string())
+                .set("logappend", false),
+        );
         inv.serials.push("chardev:serial0".into());
         need("isa-serial", "serial_console")?;
     }

@@ -18,6 +18,9 @@ pub const SUBDIRS: &[&str] = &[
     "chroot-quarantine",
 ];
 
+/// Sub-directories of our own: `log` (QEMU's stderr, console logs).
+pub const OUR_SUBDIRS: &[&str] = &["log"];
+
 /// Per-instance files in `ctrl/`, by suffix.
 pub const CTRL_SUFFIXES: &[&str] = &[
     ".qmp",
@@ -107,7 +110,7 @@ impl RunDir {
             .mode(DIR_MODE)
             .create(&root)
             .map_err(io("creating", &root))?;
-        for sub in SUBDIRS {
+        for sub in SUBDIRS.iter().chain(OUR_SUBDIRS) {
             let path = root.join(sub);
             let mode = if *sub == "ctrl" || *sub == "chroot" {
                 CTRL_MODE
@@ -179,6 +182,16 @@ impl RunDir {
     pub fn nic_file(&self, name: &str, nic_uuid: &str) -> PathBuf {
         self.nic_dir(name).join(nic_uuid)
     }
+    /// `log/<name>.log`: QEMU's stderr (our addition; Ganeti's `-D` log
+    /// lives elsewhere and misses what QEMU prints after daemonizing).
+    pub fn qemu_log(&self, name: &str) -> PathBuf {
+        self.root.join("log").join(format!("{name}.log"))
+    }
+    /// `log/<name>.console`: everything the guest wrote on its serial
+    /// console, kept even while no console client is connected.
+    pub fn console_log(&self, name: &str) -> PathBuf {
+        self.root.join("log").join(format!("{name}.console"))
+    }
     /// `chroot/<name>`: the empty directory QEMU is chrooted into.
     pub fn chroot_dir(&self, name: &str) -> PathBuf {
         self.root.join("chroot").join(name)
@@ -219,6 +232,17 @@ impl RunDir {
     pub fn cleanup(&self, name: &str) -> Result<Vec<PathBuf>, StateError> {
         check_name(name)?;
         let lock = self.lock(name, LockWait::No)?;
+        self.cleanup_locked(name, lock)
+    }
+
+    /// [`RunDir::cleanup`] for a caller that already holds the instance's
+    /// lock (a stop); the lock is consumed, its file removed last.
+    pub fn cleanup_locked(
+        &self,
+        name: &str,
+        lock: InstanceLock,
+    ) -> Result<Vec<PathBuf>, StateError> {
+        check_name(name)?;
         if let crate::Liveness::Running { pid, .. } = crate::liveness(self, name) {
             return Err(StateError::StillRunning {
                 instance: name.to_owned(),
@@ -229,6 +253,8 @@ impl RunDir {
         remove_file(&mut done, self.pid_file(name))?;
         remove_file(&mut done, self.uid_file(name))?;
         remove_file(&mut done, self.runtime_file(name))?;
+        remove_file(&mut done, self.qemu_log(name))?;
+        remove_file(&mut done, self.console_log(name))?;
         for suffix in CTRL_SUFFIXES {
             remove_file(&mut done, self.ctrl(name, suffix))?;
         }

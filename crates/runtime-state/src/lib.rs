@@ -48,7 +48,9 @@ use std::path::Path;
 pub use atomic::{write_atomic, write_atomic_with};
 pub use error::StateError;
 pub use ganeti::{GanetiRuntime, to_ganeti};
-pub use layout::{CTRL_SUFFIXES, FILE_MODE, MAX_NAME_LEN, RunDir, SUBDIRS, check_name};
+pub use layout::{
+    CTRL_SUFFIXES, FILE_MODE, MAX_NAME_LEN, OUR_SUBDIRS, RunDir, SUBDIRS, check_name,
+};
 pub use liveness::{ArgvFacts, Liveness, liveness, process_argv, read_pid_file};
 pub use lock::{InstanceLock, LockWait};
 pub use record::{

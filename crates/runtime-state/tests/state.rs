@@ -194,32 +194,42 @@ fn liveness_of_a_reused_pid_is_not_this_instance() {
     );
 }
 
-/// A process whose argv carries `-name NAME -m 64 -smp 1`, like QEMU's.
-fn fake_qemu(name: &str) -> Child {
-    Child(
-        Command::new("/bin/sh")
-            .args([
-                "-c",
-                "read line",
-                "sh",
-                "-name",
-                name,
-                "-m",
-                "64",
-                "-smp",
-                "1",
-            ])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("sh starts"),
-    )
+/// A process whose argv carries `-name NAME -m 64 -smp 1`, like QEMU's,
+/// and its pid. Returns once it printed its pid, so its exec is complete;
+/// it then stops itself (SIGSTOP), alive with its argv intact until killed.
+fn fake_qemu(name: &str) -> (Child, i32) {
+    use std::io::BufRead;
+    let mut child = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "echo $$; kill -STOP $$",
+            "sh",
+            "-name",
+            name,
+            "-m",
+            "64",
+            "-smp",
+            "1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sh starts");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("pid line");
+    let pid: i32 = line.trim().parse().expect("a pid");
+    assert_eq!(pid, child.id() as i32);
+    (Child(child), pid)
 }
 
 #[test]
 fn liveness_of_a_process_named_as_the_instance_is_running() {
     let t = TempRun::new("running");
     let child = fake_qemu("web1");
-    let pid = child.0.id() as i32;
+    let pid = child.1;
     std::fs::write(t.run.pid_file("web1"), pid.to_string()).expect("pid file");
     assert_eq!(
         liveness(&t.run, "web1"),
@@ -238,7 +248,7 @@ fn liveness_of_a_process_named_as_the_instance_is_running() {
 fn cleanup_refuses_a_live_instance() {
     let t = TempRun::new("cleanlive");
     let child = fake_qemu("web1");
-    let pid = child.0.id() as i32;
+    let pid = child.1;
     std::fs::write(t.run.pid_file("web1"), pid.to_string()).expect("pid file");
     let err = t.run.cleanup("web1").unwrap_err();
     assert!(
