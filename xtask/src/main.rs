@@ -132,28 +132,108 @@ fn ci() -> Result<()> {
 }
 
 fn demo() -> Result<()> {
-    let spec = root().join("fixtures/specs/demo.json");
+    ensure_packages()?;
+    let g = guest()?;
     run(
         "cargo build -p kvm-hypervisor-cli",
         cargo().args(["build", "--quiet", "-p", "kvm-hypervisor-cli"]),
     )?;
     let bin = root().join("target/debug/kvm-hypervisor");
-    println!("$ kvm-hypervisor validate {}", spec.display());
-    let status = Command::new(&bin)
-        .arg("validate")
-        .arg(&spec)
-        .status()
-        .context("running kvm-hypervisor")?;
-    println!();
-    println!("The spec (hvparams not given take Ganeti's defaults; see `kvm-hypervisor params`):");
-    println!("{}", std::fs::read_to_string(&spec)?);
-    println!(
-        "Booting this instance arrives with the lifecycle work (issue: start/stop on a real guest)."
-    );
-    if !status.success() {
-        bail!("the demo spec did not validate on this host");
-    }
+    let dir = root().join("target/demo");
+    let _ = std::fs::remove_dir_all(dir.join("run"));
+    std::fs::create_dir_all(&dir)?;
+    let disk = dir.join("disk0.img");
+    std::fs::File::create(&disk)?.set_len(64 << 20)?;
+    let spec = dir.join("demo1.json");
+    std::fs::write(&spec, serde_json::to_string_pretty(&demo_spec(&g, &disk))?)?;
+    let kvmh = |args: &[&str]| {
+        let mut c = Command::new(&bin);
+        c.arg("--run-dir").arg(dir.join("run")).args(args);
+        c
+    };
+    println!("$ kvm-hypervisor start {} --paused", spec.display());
+    run(
+        "kvm-hypervisor start",
+        kvmh(&[
+            "start",
+            spec.to_str().context("utf-8 path")?,
+            "--paused",
+            "--cache-dir",
+        ])
+        .arg(dir.join("cache")),
+    )?;
+    // Attach to the serial console before the guest runs, as a console
+    // client would, then let it run: the whole boot is seen.
+    let mut console = std::os::unix::net::UnixStream::connect(dir.join("run/ctrl/demo1.serial"))?;
+    console.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
+    let mut reader = std::io::BufReader::new(console.try_clone()?);
+    run(
+        "kvm-hypervisor qmp cont",
+        kvmh(&["qmp", "--instance", "demo1", "cont"]).stdout(std::process::Stdio::null()),
+    )?;
+    let read_until = |reader: &mut std::io::BufReader<std::os::unix::net::UnixStream>,
+                      marker: &str|
+     -> Result<()> {
+        use std::io::BufRead;
+        loop {
+            let mut line = String::new();
+            if reader
+                .read_line(&mut line)
+                .context("reading the serial console (no output for 120 s)")?
+                == 0
+            {
+                bail!("the serial console closed before `{marker}`");
+            }
+            let line = line.trim_end();
+            if !line.is_empty() {
+                println!("console| {line}");
+            }
+            if line.contains(marker) {
+                return Ok(());
+            }
+        }
+    };
+    read_until(&mut reader, "GLAB-READY")?;
+    use std::io::Write;
+    console.write_all(b"uname -sr; free -m | head -2\n")?;
+    read_until(&mut reader, "GLAB cmd-end")?;
+    println!("\n$ kvm-hypervisor info demo1");
+    run("kvm-hypervisor info", &mut kvmh(&["info", "demo1"]))?;
+    println!("\n$ kvm-hypervisor stop demo1");
+    run("kvm-hypervisor stop", &mut kvmh(&["stop", "demo1"]))?;
+    read_until(&mut reader, "GLAB powerbutton").ok();
+    println!("\n$ kvm-hypervisor list");
+    run("kvm-hypervisor list", &mut kvmh(&["list"]))?;
     Ok(())
+}
+
+/// Whether this CPU can run KVM guests natively (no vmx/svm: a nested or
+/// emulated KVM that cannot boot the guest in useful time, so use TCG).
+fn kvm_can_boot() -> bool {
+    std::path::Path::new("/dev/kvm").exists()
+        && std::fs::read_to_string("/proc/cpuinfo")
+            .map(|c| {
+                c.lines()
+                    .any(|l| l.starts_with("flags") && (l.contains(" vmx") || l.contains(" svm")))
+            })
+            .unwrap_or(false)
+}
+
+fn demo_spec(g: &Guest, disk: &std::path::Path) -> serde_json::Value {
+    serde_json::json!({
+        "name": "demo1",
+        "uuid": "0d5e4a52-5a3c-4d6e-9f0b-6a1d2c3b4e5f",
+        "memory": 256, "min_memory": 128, "vcpus": 1,
+        "hvparams": {
+            "kvm_path": "/usr/bin/qemu-system-x86_64",
+            "kernel_path": g.kernel, "initrd_path": g.initrd,
+            "root_path": "/dev/ram0", "kernel_args": "quiet panic=-1", "serial_speed": 115200,
+            "kvm_flag": if kvm_can_boot() { "enabled" } else { "disabled" },
+            "machine_version": "pc-i440fx-7.2", "cpu_type": "qemu64",
+            "vhost_net": false, "migration_bandwidth": 1000
+        },
+        "disks": [{"uuid": "7c079136-2573-4112-82d0-0d3d2aa90d8f", "path": disk, "size": 64, "name": "disk0"}]
+    })
 }
 
 /// Records what `qemu` says about itself, for the offline capability parsers' tests.

@@ -144,6 +144,29 @@ enum Command {
         /// Target memory in MiB.
         mib: u64,
     },
+    /// Send one QMP command and print the reply as JSON; or print events.
+    Qmp {
+        /// The QMP socket.
+        #[arg(
+            long,
+            value_name = "PATH",
+            required_unless_present = "instance",
+            conflicts_with = "instance"
+        )]
+        socket: Option<PathBuf>,
+        /// An instance of the run directory (its `ctrl/NAME.qmp`).
+        #[arg(long, value_name = "NAME")]
+        instance: Option<String>,
+        /// The command, e.g. `query-status`.
+        #[arg(required_unless_present = "events")]
+        command: Option<String>,
+        /// Its arguments as a JSON object.
+        #[arg(value_name = "JSON-ARGS")]
+        arguments: Option<String>,
+        /// Print events as they arrive for this many seconds (after the command, if any).
+        #[arg(long, value_name = "SECONDS")]
+        events: Option<u64>,
+    },
     /// Runtime records of running instances.
     Runtime {
         #[command(subcommand)]
@@ -196,6 +219,14 @@ fn main() -> ExitCode {
             cache_dir,
             json,
         } => qemu_caps(&qemu, from_help, machines, devices, cache_dir, json)
+            .map(|()| ExitCode::SUCCESS),
+        Command::Qmp {
+            socket,
+            instance,
+            command,
+            arguments,
+            events,
+        } => qmp_command(cli.run_dir, socket, instance, command, arguments, events)
             .map(|()| ExitCode::SUCCESS),
         Command::Start {
             spec,
@@ -816,4 +847,52 @@ fn lifecycle_info(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn qmp_command(
+    run_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    instance: Option<String>,
+    command: Option<String>,
+    arguments: Option<String>,
+    events: Option<u64>,
+) -> anyhow::Result<()> {
+    let path = match (socket, instance) {
+        (Some(p), _) => p,
+        (None, Some(name)) => {
+            state::check_name(&name)?;
+            state::RunDir::at(run_dir.unwrap_or_else(state::RunDir::default_path))
+                .ctrl(&name, ".qmp")
+        }
+        (None, None) => anyhow::bail!("give --socket or --instance"),
+    };
+    let args: serde_json::Value = match &arguments {
+        Some(text) => {
+            serde_json::from_str(text).with_context(|| format!("JSON-ARGS is not JSON: {text}"))?
+        }
+        None => serde_json::Value::Null,
+    };
+    if !(args.is_null() || args.is_object()) {
+        anyhow::bail!("JSON-ARGS must be a JSON object, not {args}");
+    }
+    runtime()?.block_on(async {
+        let qmp = kvm_hypervisor::qmp::Client::connect(&path).await?;
+        let listener = events.map(|_| qmp.events());
+        if let Some(name) = &command {
+            let reply = qmp.execute_raw(name.clone(), args).await?;
+            println!("{}", serde_json::to_string_pretty(&reply)?);
+        }
+        if let (Some(secs), Some(mut listener)) = (events, listener) {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+            while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, listener.next()).await {
+                let line = json!({
+                    "event": event.name,
+                    "data": event.data,
+                    "timestamp": {"seconds": event.timestamp.seconds, "microseconds": event.timestamp.microseconds},
+                });
+                println!("{line}");
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })
 }

@@ -661,7 +661,11 @@ pub async fn stop(node: &Node, name: &str, opts: StopOptions) -> Result<Ending, 
                 .and_then(|r| r.hvparams.get("acpi"))
                 .and_then(Json::as_bool)
                 .unwrap_or(true);
-            end_qemu(node, name, pid, acpi && !opts.force, opts.timeout).await?
+            if opts.force {
+                kill_now(name, pid).await?
+            } else {
+                end_qemu(node, name, pid, acpi, opts.timeout).await?
+            }
         }
         _ => Ending::NotRunning,
     };
@@ -673,6 +677,25 @@ pub async fn stop(node: &Node, name: &str, opts: StopOptions) -> Result<Ending, 
     let _ = std::fs::remove_file(node.log_file(name));
     tracing::info!(instance = name, ?ending, "stopped");
     Ok(ending)
+}
+
+/// `--force`: SIGKILL at once.
+async fn kill_now(name: &str, pid: i32) -> Result<Ending, StopError> {
+    let Some(exit) = ProcessExit::watch(pid) else {
+        return Ok(Ending::NotRunning);
+    };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    if exit.wait(Duration::from_secs(10)).await {
+        Ok(Ending::Killed)
+    } else {
+        Err(StopError::Unkillable {
+            name: name.to_owned(),
+            pid,
+        })
+    }
 }
 
 async fn end_qemu(
