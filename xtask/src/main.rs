@@ -8,6 +8,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod e2e;
+
 const USAGE: &str = "\
 usage: cargo xtask <task>
 
@@ -15,6 +17,8 @@ tasks:
   ci     install what the tests need, then fmt --check, clippy -D warnings,
          every test (the tidy test of the crate graph included), docs -D warnings
   demo   the main job: validate and show the bundled demo instance spec
+  e2e    the end-to-end scenarios: the real binary and a real guest inside a
+         network namespace (root); part of `ci`
   guest  build (once, cached in target/guest) the test guest: a Debian cloud
          kernel and a busybox initramfs whose /init prints GLAB-READY on ttyS0,
          powers off on the ACPI power button and runs commands sent on ttyS0
@@ -32,6 +36,7 @@ fn main() -> Result<()> {
     match task.as_deref() {
         Some("ci") => ci(),
         Some("demo") => demo(),
+        Some("e2e") => run_e2e(),
         Some("guest") => guest().map(|g| {
             println!("kernel {}", g.kernel.display());
             println!("initrd {}", g.initrd.display());
@@ -49,7 +54,7 @@ fn main() -> Result<()> {
     }
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
@@ -121,6 +126,7 @@ fn ci() -> Result<()> {
         ]),
     )?;
     run("cargo test", cargo().args(["test", "--workspace"]))?;
+    run_e2e()?;
     run(
         "cargo doc",
         cargo()
@@ -346,7 +352,7 @@ fn bench_plan() -> Result<()> {
 }
 
 /// The test guest's files.
-struct Guest {
+pub(crate) struct Guest {
     kernel: PathBuf,
     initrd: PathBuf,
 }
@@ -490,4 +496,20 @@ fn install_missing(wanted: &[(&str, &str)]) -> Result<()> {
     } else {
         install(&missing)
     }
+}
+
+fn run_e2e() -> Result<()> {
+    ensure_packages()?;
+    install_missing(&[("ip", "iproute2")])?;
+    let guest = guest()?;
+    run(
+        "cargo build -p kvm-hypervisor-cli",
+        cargo().args(["build", "--quiet", "-p", "kvm-hypervisor-cli"]),
+    )?;
+    let accel = if kvm_can_boot() {
+        "enabled"
+    } else {
+        "disabled"
+    };
+    e2e::e2e(guest, root().join("target/debug/kvm-hypervisor"), accel)
 }

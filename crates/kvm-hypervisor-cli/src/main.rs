@@ -166,6 +166,9 @@ enum Command {
         /// Print events as they arrive for this many seconds (after the command, if any).
         #[arg(long, value_name = "SECONDS")]
         events: Option<u64>,
+        /// With --events: stop at the first event of this name.
+        #[arg(long, value_name = "EVENT", requires = "events")]
+        until: Option<String>,
     },
     /// Runtime records of running instances.
     Runtime {
@@ -226,8 +229,17 @@ fn main() -> ExitCode {
             command,
             arguments,
             events,
-        } => qmp_command(cli.run_dir, socket, instance, command, arguments, events)
-            .map(|()| ExitCode::SUCCESS),
+            until,
+        } => qmp_command(
+            cli.run_dir,
+            socket,
+            instance,
+            command,
+            arguments,
+            events,
+            until,
+        )
+        .map(|()| ExitCode::SUCCESS),
         Command::Start {
             spec,
             paused,
@@ -856,6 +868,7 @@ fn qmp_command(
     command: Option<String>,
     arguments: Option<String>,
     events: Option<u64>,
+    until: Option<String>,
 ) -> anyhow::Result<()> {
     let path = match (socket, instance) {
         (Some(p), _) => p,
@@ -891,6 +904,9 @@ fn qmp_command(
                     "timestamp": {"seconds": event.timestamp.seconds, "microseconds": event.timestamp.microseconds},
                 });
                 println!("{line}");
+                if until.as_deref() == Some(event.name.as_str()) {
+                    break;
+                }
             }
         }
         Ok::<_, anyhow::Error>(())

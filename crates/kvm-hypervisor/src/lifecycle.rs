@@ -242,6 +242,23 @@ pub async fn start(
 ) -> Result<Started, StartError> {
     let name = spec.name().as_str();
     let lock = node.run.lock(name, LockWait::No)?;
+    let result = start_locked(node, spec, opts).await;
+    // A start that failed before anything existed leaves not even its lock
+    // file (removed while held; a waiter notices and retries on a new one).
+    let nothing_there = !node.run.runtime_file(name).exists() && !node.run.pid_file(name).exists();
+    if result.is_err() && nothing_there {
+        let _ = std::fs::remove_file(lock.path());
+    }
+    drop(lock);
+    result
+}
+
+async fn start_locked(
+    node: &Node,
+    spec: &InstanceSpec,
+    opts: StartOptions,
+) -> Result<Started, StartError> {
+    let name = spec.name().as_str();
     if let Liveness::Running { pid, .. } = state::liveness(&node.run, name) {
         return Err(StartError::AlreadyRunning {
             name: name.to_owned(),
@@ -271,7 +288,6 @@ pub async fn start(
     };
     match launch(node, spec, &plan, opts, &mut rb, netlink.as_ref(), &log).await {
         Ok(mut started) => {
-            drop(lock);
             started.warnings = plan.warnings.clone();
             tracing::info!(instance = name, pid = started.pid, "started");
             Ok(started)
@@ -280,7 +296,6 @@ pub async fn start(
             rb.run(netlink.as_ref()).await;
             let err = step_err(name, step, &log)(source);
             let _ = std::fs::remove_file(&log);
-            drop(lock);
             Err(err)
         }
     }

@@ -1,0 +1,401 @@
+//! `cargo xtask e2e`: the real binary, a real guest, inside a network
+//! namespace this run creates and deletes (also on failure).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+
+use crate::Guest;
+
+/// Everything one run created; removed on drop, whatever happened.
+struct Lab {
+    ns: String,
+    dir: PathBuf,
+    bin: PathBuf,
+    guest: Guest,
+    accel: &'static str,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Ok(out) = self.kvmh(&["list", "--json"]) {
+            let names: Vec<String> = serde_json::from_slice::<Value>(&out.stdout)
+                .ok()
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|i| i["name"].as_str().map(str::to_owned))
+                .collect();
+            for n in names {
+                let _ = self.kvmh(&["stop", &n, "--force"]);
+                let _ = self.kvmh(&["cleanup", &n]);
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Lab {
+    fn kvmh(&self, args: &[&str]) -> Result<Output> {
+        Ok(Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(&self.bin)
+            .arg("--run-dir")
+            .arg(self.dir.join("run"))
+            .args(args)
+            .output()?)
+    }
+
+    /// Runs the binary and demands success; returns stdout.
+    fn ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.kvmh(args)?;
+        if !out.status.success() {
+            bail!(
+                "kvm-hypervisor {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn in_ns(&self, args: &[&str]) -> Result<Output> {
+        Ok(Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .args(args)
+            .output()?)
+    }
+
+    fn spec(&self, name: &str, nic: bool, extra_hv: Value) -> Result<PathBuf> {
+        let disk = self.dir.join(format!("{name}-disk0.img"));
+        std::fs::File::create(&disk)?.set_len(64 << 20)?;
+        let mut hv = json!({
+            "kvm_path": "/usr/bin/qemu-system-x86_64",
+            "kernel_path": self.guest.kernel, "initrd_path": self.guest.initrd,
+            "root_path": "/dev/ram0", "kernel_args": "quiet panic=-1 glab.ip=192.0.2.2/24",
+            "serial_speed": 115200, "kvm_flag": self.accel, "vhost_net": false,
+            "machine_version": "pc-i440fx-7.2", "cpu_type": "qemu64"
+        });
+        if let (Some(hv), Some(extra)) = (hv.as_object_mut(), extra_hv.as_object()) {
+            hv.extend(extra.clone());
+        }
+        let mut spec = json!({
+            "name": name, "memory": 256, "vcpus": 1, "hvparams": hv,
+            "disks": [{"path": disk, "size": 64}],
+        });
+        if nic {
+            spec["nics"] = json!([{"mode": "bridged", "link": "kvmhvbr0", "ip": "192.0.2.2"}]);
+        }
+        let path = self.dir.join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_string_pretty(&spec)?)?;
+        Ok(path)
+    }
+
+    fn start(&self, spec: &Path) -> Result<()> {
+        self.ok(&[
+            "start",
+            spec.to_str().context("utf-8")?,
+            "--paused",
+            "--cache-dir",
+            self.dir.join("cache").to_str().context("utf-8")?,
+        ])?;
+        Ok(())
+    }
+
+    /// Attaches to the serial console, lets the guest run, and waits for its ready marker.
+    fn boot(&self, name: &str) -> Result<Console> {
+        let stream = UnixStream::connect(self.dir.join("run/ctrl").join(format!("{name}.serial")))?;
+        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+        let mut console = Console {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+        };
+        self.ok(&["qmp", "--instance", name, "cont"])?;
+        console.until("GLAB-READY")?;
+        Ok(console)
+    }
+}
+
+struct Console {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Console {
+    /// Reads lines until one contains `marker` (120 s without output fails).
+    fn until(&mut self, marker: &str) -> Result<Vec<String>> {
+        let mut seen = Vec::new();
+        loop {
+            let mut line = String::new();
+            if self
+                .reader
+                .read_line(&mut line)
+                .context("serial console silent for 120 s")?
+                == 0
+            {
+                bail!("console closed before `{marker}`; saw {seen:?}");
+            }
+            let line = line.trim_end().to_owned();
+            let done = line.contains(marker);
+            seen.push(line);
+            if done {
+                return Ok(seen);
+            }
+        }
+    }
+
+    /// Runs `cmd` in the guest; returns its output lines.
+    fn run(&mut self, cmd: &str) -> Result<Vec<String>> {
+        self.writer.write_all(format!("{cmd}\n").as_bytes())?;
+        self.until("GLAB cmd-begin")?;
+        let mut out = self.until("GLAB cmd-end")?;
+        let end = out.pop().unwrap_or_default();
+        ensure!(
+            end.ends_with("rc=0"),
+            "`{cmd}` failed in the guest: {end}; output {out:?}"
+        );
+        Ok(out)
+    }
+}
+
+fn step(what: &str) {
+    println!("e2e: {what}");
+}
+
+pub(crate) fn e2e(guest: Guest, bin: PathBuf, accel: &'static str) -> Result<()> {
+    let ns = format!("kvmhv-e2e-{}", std::process::id());
+    let dir = crate::root().join(format!("target/e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let lab = Lab {
+        ns: ns.clone(),
+        dir,
+        bin,
+        guest,
+        accel,
+    };
+    let sh = |args: &[&str]| -> Result<()> {
+        let st = Command::new("ip").args(args).status()?;
+        ensure!(st.success(), "ip {} failed", args.join(" "));
+        Ok(())
+    };
+    sh(&["netns", "add", &ns])?;
+    sh(&["-n", &ns, "link", "set", "lo", "up"])?;
+    sh(&["-n", &ns, "link", "add", "kvmhvbr0", "type", "bridge"])?;
+    sh(&["-n", &ns, "addr", "add", "192.0.2.1/24", "dev", "kvmhvbr0"])?;
+    sh(&["-n", &ns, "link", "set", "kvmhvbr0", "up"])?;
+
+    step("start with a disk and a bridged NIC, CPU pinned to CPU 0");
+    let spec = lab.spec("e2e1", true, json!({"cpu_mask": "0"}))?;
+    lab.start(&spec)?;
+    let mut console = lab.boot("e2e1")?;
+
+    step("info is correct");
+    let info: Value = serde_json::from_str(&lab.ok(&["info", "e2e1", "--json"])?)?;
+    ensure!(info["state"] == "running", "state {}", info["state"]);
+    ensure!(
+        info["vcpus"] == 1 && info["memory_mib"] == 256,
+        "info {info}"
+    );
+    ensure!(
+        info["devices"].as_array().map(Vec::len) == Some(2),
+        "devices {}",
+        info["devices"]
+    );
+    let pid = info["pid"].as_i64().context("pid")?;
+
+    step("the guest answers ping from the bridge, and pings back");
+    let ping = lab.in_ns(&["busybox", "ping", "-c", "3", "-W", "5", "192.0.2.2"])?;
+    ensure!(
+        ping.status.success(),
+        "ping failed: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    console.run("ping -c 1 -W 5 192.0.2.1")?;
+
+    step("pinning is visible in /proc: every QEMU thread on CPU 0");
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let status = std::fs::read_to_string(task?.path().join("status"))?;
+        let allowed = status
+            .lines()
+            .find(|l| l.starts_with("Cpus_allowed_list:"))
+            .unwrap_or_default();
+        ensure!(
+            allowed.split_whitespace().nth(1) == Some("0"),
+            "thread not pinned: {allowed}"
+        );
+    }
+
+    step("balloon to 128 MiB: BALLOON_CHANGE, the guest sees less memory");
+    let before = mem_total_kib(&mut console)?;
+    let events = lab.ok(&[
+        "qmp",
+        "--instance",
+        "e2e1",
+        "balloon",
+        r#"{"value": 134217728}"#,
+        "--events",
+        "30",
+        "--until",
+        "BALLOON_CHANGE",
+    ])?;
+    ensure!(
+        events.contains("BALLOON_CHANGE"),
+        "no BALLOON_CHANGE: {events}"
+    );
+    let after = mem_total_kib(&mut console)?;
+    ensure!(after < before, "MemTotal {before} kB -> {after} kB");
+
+    step("starting it twice is a clear error");
+    let twice = lab.kvmh(&["start", spec.to_str().context("utf-8")?])?;
+    let err = String::from_utf8_lossy(&twice.stderr);
+    ensure!(
+        !twice.status.success() && err.contains("is already running"),
+        "second start: {err}"
+    );
+
+    step("graceful stop: the guest powers itself off; nothing is left behind");
+    let out = lab.ok(&["stop", "e2e1", "--timeout", "60"])?;
+    ensure!(out.contains("powered off"), "stop said: {out}");
+    console.until("GLAB powerbutton").ok();
+    ensure!(
+        lab.ok(&["list", "--json"])?.trim() == "[]",
+        "instances left"
+    );
+    let links = String::from_utf8_lossy(&lab.in_ns(&["ip", "-o", "link"])?.stdout).into_owned();
+    ensure!(!links.contains("tap"), "taps left: {links}");
+    ensure!(
+        leftover_files(&lab.dir.join("run"))?.is_empty(),
+        "files left: {:?}",
+        leftover_files(&lab.dir.join("run"))?
+    );
+
+    step("kill -9 of QEMU: info says crashed, cleanup works");
+    let spec2 = lab.spec("e2e2", false, json!({}))?;
+    lab.start(&spec2)?;
+    let info: Value = serde_json::from_str(&lab.ok(&["info", "e2e2", "--json"])?)?;
+    let pid = info["pid"].as_i64().context("pid")?;
+    let exit = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()?;
+    ensure!(exit.success(), "kill -9 failed");
+    wait_gone(pid)?;
+    let info: Value = serde_json::from_str(&lab.ok(&["info", "e2e2", "--json"])?)?;
+    ensure!(
+        info["state"] == "crashed",
+        "state after kill -9: {}",
+        info["state"]
+    );
+    lab.ok(&["cleanup", "e2e2"])?;
+    ensure!(
+        leftover_files(&lab.dir.join("run"))?.is_empty(),
+        "files left after cleanup"
+    );
+
+    step("a spec with a bad disk path: clear error, no process, tap or file left");
+    let bad = lab.spec("e2e3", true, json!({}))?;
+    let text = std::fs::read_to_string(&bad)?.replace("e2e3-disk0.img", "no-such-disk.img");
+    std::fs::write(&bad, text)?;
+    let out = lab.kvmh(&["start", bad.to_str().context("utf-8")?])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("does not exist on this host"),
+        "bad disk start: {err}"
+    );
+    ensure!(
+        leftover_files(&lab.dir.join("run"))?.is_empty(),
+        "files left after a failed start"
+    );
+    let links = String::from_utf8_lossy(&lab.in_ns(&["ip", "-o", "link"])?.stdout).into_owned();
+    ensure!(!links.contains("tap"), "taps left: {links}");
+
+    step("5 instances started and stopped concurrently");
+    let specs: Vec<PathBuf> = (0..5)
+        .map(|i| lab.spec(&format!("par{i}"), false, json!({})))
+        .collect::<Result<_>>()?;
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = specs.iter().map(|p| s.spawn(|| lab.start(p))).collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("start thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    let list: Value = serde_json::from_str(&lab.ok(&["list", "--json"])?)?;
+    ensure!(list.as_array().map(Vec::len) == Some(5), "list: {list}");
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = (0..5)
+            .map(|i| {
+                let lab = &lab;
+                s.spawn(move || lab.ok(&["stop", &format!("par{i}"), "--force"]))
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("stop thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    ensure!(
+        lab.ok(&["list", "--json"])?.trim() == "[]",
+        "instances left after parallel stop"
+    );
+    ensure!(
+        leftover_files(&lab.dir.join("run"))?.is_empty(),
+        "files left after parallel stop"
+    );
+    println!("e2e: all scenarios passed ({accel})");
+    Ok(())
+}
+
+fn mem_total_kib(console: &mut Console) -> Result<u64> {
+    let out = console.run("grep MemTotal /proc/meminfo")?;
+    out.iter()
+        .find_map(|l| {
+            l.strip_prefix("MemTotal:")
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .context("no MemTotal")
+}
+
+/// Waits (pidfd-free: `kill -0` on a process we may not reap would lie, so
+/// watch /proc for the zombie or the end) for `pid` to be gone, 30 s at most.
+fn wait_gone(pid: i64) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return Ok(()),
+            Ok(s)
+                if s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z')) =>
+            {
+                return Ok(());
+            }
+            // A SIGKILLed process is gone within microseconds; yield while it dies.
+            Ok(_) => std::thread::yield_now(),
+        }
+    }
+    bail!("pid {pid} still alive 30 s after SIGKILL")
+}
+
+/// Files left in the run directory (directories themselves do not count).
+fn leftover_files(run: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![run.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
