@@ -1,5 +1,7 @@
 //! The `kvm-hypervisor` command.
 
+mod ops_cmd;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -137,6 +139,60 @@ enum Command {
         /// The instance.
         name: String,
     },
+    /// Reboot: a graceful stop (ACPI, waiting up to --timeout) then a start
+    /// from the runtime record; --hard kills instead of powering off.
+    Reboot {
+        /// The instance.
+        name: String,
+        /// Kill QEMU instead of an ACPI power-down.
+        #[arg(long)]
+        hard: bool,
+        /// Seconds the guest gets to power off.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach to the serial console (Ctrl-] ends); --info prints where the
+    /// consoles (serial, VNC, SPICE) are.
+    Console {
+        /// The instance.
+        name: String,
+        /// Print the console endpoints instead of attaching.
+        #[arg(long)]
+        info: bool,
+        /// With --info: print JSON.
+        #[arg(long, requires = "info")]
+        json: bool,
+    },
+    /// What this node has: QEMU version, CPUs, memory, KVM.
+    NodeInfo {
+        /// The QEMU binary.
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/usr/bin/qemu-system-x86_64"
+        )]
+        qemu: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Whether this node can run instances: QEMU, /dev/kvm, /dev/net/tun,
+    /// /dev/vhost-net, run-directory permissions. Exit status 1 on a failure.
+    Verify {
+        /// The QEMU binary.
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/usr/bin/qemu-system-x86_64"
+        )]
+        qemu: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Set the balloon target of a running instance.
     Balloon {
         /// The instance.
@@ -261,6 +317,20 @@ fn main() -> ExitCode {
             println!("{name}: removed {} file(s)", done.len());
             Ok(ExitCode::SUCCESS)
         }),
+        Command::Reboot {
+            name,
+            hard,
+            timeout,
+            json,
+        } => node(cli.run_dir, None).and_then(|n| ops_cmd::reboot(n, &name, hard, timeout, json)),
+        Command::Console { name, info, json } => {
+            node(cli.run_dir, None).and_then(|n| ops_cmd::console(n, &name, info, json))
+        }
+        Command::NodeInfo { qemu, json } => {
+            ops_cmd::node_info(&qemu, caps::default_cache_dir(), json)
+        }
+        Command::Verify { qemu, json } => node(cli.run_dir, None)
+            .and_then(|n| ops_cmd::verify(&qemu, caps::default_cache_dir(), n, json)),
         Command::Balloon { name, mib } => node(cli.run_dir, None).and_then(|n| {
             runtime()?.block_on(lifecycle::balloon(&n, &name, mib))?;
             println!("{name}: balloon target {mib} MiB");

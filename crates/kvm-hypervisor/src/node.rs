@@ -1,0 +1,162 @@
+//! The node: what it has (`node_info`) and whether it can run instances
+//! (`verify`), as Ganeti's `GetNodeInfo` and `Verify`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::caps;
+use crate::state::RunDir;
+
+/// Facts about this node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    /// QEMU's version (`7.2.22`), when the binary could be probed.
+    pub qemu_version: Option<String>,
+    /// Online CPUs.
+    pub cpus: Option<u32>,
+    /// Total memory, MiB.
+    pub memory_total_mib: Option<u64>,
+    /// Available memory, MiB.
+    pub memory_free_mib: Option<u64>,
+    /// Whether QEMU reports KVM usable.
+    pub kvm: Option<bool>,
+}
+
+fn meminfo(key: &str) -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(key)?
+                .strip_prefix(':')?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+                .map(|k| k / 1024)
+        })
+}
+
+/// What this node has; `qemu` is probed (or read from the cache).
+pub async fn node_info(qemu: &Path, cache_dir: &Path) -> NodeInfo {
+    let caps = caps::capabilities(qemu, cache_dir)
+        .await
+        .ok()
+        .map(|p| p.caps);
+    NodeInfo {
+        qemu_version: caps.as_ref().map(|c| c.version.to_string()),
+        cpus: nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+            .ok()
+            .flatten()
+            .and_then(|n| u32::try_from(n).ok()),
+        memory_total_mib: meminfo("MemTotal"),
+        memory_free_mib: meminfo("MemAvailable"),
+        kvm: caps.and_then(|c| c.kvm),
+    }
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Fine.
+    Ok,
+    /// Works, with a caveat.
+    Warn,
+    /// Instances cannot run (or not safely).
+    Fail,
+}
+
+/// One check of [`verify`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub what: &'static str,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Details.
+    pub detail: String,
+}
+
+/// Checks the QEMU binary, /dev/kvm, /dev/net/tun, /dev/vhost-net and the
+/// run directory's permissions.
+pub async fn verify(qemu: &Path, cache_dir: &Path, run: &RunDir) -> Vec<Check> {
+    let mut out = Vec::new();
+    let mut check = |what, verdict, detail: String| {
+        out.push(Check {
+            what,
+            verdict,
+            detail,
+        })
+    };
+    match caps::capabilities(qemu, cache_dir).await {
+        Ok(p) => check(
+            "qemu",
+            Verdict::Ok,
+            format!("{} runs: QEMU {}", qemu.display(), p.caps.version),
+        ),
+        Err(e) => check("qemu", Verdict::Fail, format!("{e}")),
+    }
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => check("kvm", Verdict::Ok, "/dev/kvm can be opened".into()),
+        Err(e) => check(
+            "kvm",
+            Verdict::Warn,
+            format!("/dev/kvm: {e}; guests will run under TCG emulation"),
+        ),
+    }
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        Ok(_) => check("tun", Verdict::Ok, "/dev/net/tun can be opened".into()),
+        Err(e) => check(
+            "tun",
+            Verdict::Fail,
+            format!("/dev/net/tun: {e}; instances with NICs cannot start"),
+        ),
+    }
+    if Path::new(crate::host::VHOST_NET_DEVICE).exists() {
+        check("vhost-net", Verdict::Ok, "/dev/vhost-net exists".into());
+    } else {
+        check(
+            "vhost-net",
+            Verdict::Warn,
+            "/dev/vhost-net is missing: set vhost_net=false (or load vhost_net)".into(),
+        );
+    }
+    for (sub, max_other) in [("ctrl", 0o000), ("conf", 0o000), ("pid", 0o005)] {
+        let path = run.root().join(sub);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.permissions().mode() & 0o007 & !max_other == 0 => {
+                check(
+                    "run-dir",
+                    Verdict::Ok,
+                    format!(
+                        "{} is mode {:o}",
+                        path.display(),
+                        m.permissions().mode() & 0o777
+                    ),
+                );
+            }
+            Ok(m) => check(
+                "run-dir",
+                Verdict::Fail,
+                format!(
+                    "{} is mode {:o}: others can reach the VMs' control sockets and records",
+                    path.display(),
+                    m.permissions().mode() & 0o777
+                ),
+            ),
+            Err(e) => check("run-dir", Verdict::Fail, format!("{}: {e}", path.display())),
+        }
+    }
+    out
+}
