@@ -314,6 +314,53 @@ pub(crate) fn e2e(guest: Guest, bin: PathBuf, accel: &'static str) -> Result<()>
     let links = String::from_utf8_lossy(&lab.in_ns(&["ip", "-o", "link"])?.stdout).into_owned();
     ensure!(!links.contains("tap"), "taps left: {links}");
 
+    step("the monitor tells a guest shutdown from a crash, for instances started after it too");
+    let mut monitor = Command::new("ip")
+        .args(["netns", "exec", &lab.ns])
+        .arg(&lab.bin)
+        .arg("--run-dir")
+        .arg(lab.dir.join("run"))
+        .arg("monitor")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let verdicts = {
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let out = monitor.stdout.take().context("monitor stdout")?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+    let result = (|| -> Result<()> {
+        let spec4 = lab.spec("e2e4", false, json!({}))?;
+        lab.start(&spec4)?;
+        let mut console = lab.boot("e2e4")?;
+        console.writer.write_all(b"poweroff -f\n")?;
+        let verdict = verdicts
+            .recv_timeout(Duration::from_secs(60))
+            .context("no verdict from the monitor")?;
+        ensure!(
+            verdict.contains(r#""instance":"e2e4","by_guest":true"#),
+            "verdict: {verdict}"
+        );
+        let info: Value = serde_json::from_str(&lab.ok(&["info", "e2e4", "--json"])?)?;
+        ensure!(
+            info["state"] == "shutdown-by-guest",
+            "state: {}",
+            info["state"]
+        );
+        lab.ok(&["cleanup", "e2e4"])?;
+        Ok(())
+    })();
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    result?;
+
     step("5 instances started and stopped concurrently");
     let specs: Vec<PathBuf> = (0..5)
         .map(|i| lab.spec(&format!("par{i}"), false, json!({})))

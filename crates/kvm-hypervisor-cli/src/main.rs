@@ -166,6 +166,11 @@ enum Command {
         #[arg(long, requires = "info")]
         json: bool,
     },
+    /// Watch every running instance (and those started later) for a guest
+    /// shutdown; records it so `info` says shutdown-by-guest, not crashed.
+    /// Runs in the foreground until SIGINT/SIGTERM (systemd-friendly); prints
+    /// one JSON line per QEMU that went away.
+    Monitor,
     /// What this node has: QEMU version, CPUs, memory, KVM.
     NodeInfo {
         /// The QEMU binary.
@@ -326,6 +331,7 @@ fn main() -> ExitCode {
         Command::Console { name, info, json } => {
             node(cli.run_dir, None).and_then(|n| ops_cmd::console(n, &name, info, json))
         }
+        Command::Monitor => node(cli.run_dir, None).and_then(|n| ops_cmd::monitor(n)),
         Command::NodeInfo { qemu, json } => {
             ops_cmd::node_info(&qemu, caps::default_cache_dir(), json)
         }

@@ -250,3 +250,32 @@ pub(crate) fn verify(
         ExitCode::SUCCESS
     })
 }
+
+pub(crate) fn monitor(node: Node) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let stop = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        let printer = async {
+            while let Some(v) = rx.recv().await {
+                println!("{}", serde_json::to_string(&v).unwrap_or_default());
+                let _ = std::io::stdout().flush();
+            }
+        };
+        tokio::select! {
+            r = kvm_hypervisor::monitor::run(node.run.clone(), tx, stop) => r.map_err(anyhow::Error::from),
+            () = printer => Ok(()),
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -24,6 +24,7 @@
 pub mod caps;
 pub mod host;
 pub mod lifecycle;
+pub mod monitor;
 pub mod node;
 pub mod plan;
 pub mod process;

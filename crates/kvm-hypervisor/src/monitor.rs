@@ -1,0 +1,239 @@
+//! Guest-shutdown detection without a daemon per VM (Ganeti's kvmd, done
+//! better): one task per running instance holds a QMP session on its second
+//! monitor socket (`ctrl/<name>.kvmd`) and decides from the events
+//! themselves — `SHUTDOWN` with `guest: true` and no `POWERDOWN` before it
+//! is a shutdown by the guest; a power-down we asked for, a signal
+//! (`guest: false`) or a crash is not. Ganeti matches substrings and calls
+//! its own SIGTERM a user shutdown (reference §9, §11.6.6).
+//!
+//! The verdict is recorded as Ganeti does, as the flag file
+//! `ctrl/<name>.shutdown`, which `info` reads. New instances are picked up
+//! through inotify on `ctrl/`; existing ones by a scan at start, so a
+//! restarted monitor resumes where it left off.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use qmp_protocol::{Client, Event};
+use serde::Serialize;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use crate::state::{RunDir, write_atomic};
+
+/// What the monitor concluded when an instance's QEMU went away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// The instance.
+    pub instance: String,
+    /// Whether the guest shut itself down.
+    pub by_guest: bool,
+    /// `SHUTDOWN.data.reason`, if one came.
+    pub reason: Option<String>,
+}
+
+/// Why the monitor stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MonitorError {
+    /// inotify on the control directory failed.
+    #[error("cannot watch {dir}")]
+    Watch {
+        /// The directory.
+        dir: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The decision from the events (name, data) of one QEMU life.
+pub fn decide<'a>(
+    events: impl IntoIterator<Item = (&'a str, &'a serde_json::Value)>,
+) -> (bool, Option<String>) {
+    let mut powerdown = false;
+    for (name, data) in events {
+        match name {
+            "POWERDOWN" => powerdown = true,
+            "SHUTDOWN" => {
+                let guest = data
+                    .get("guest")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false);
+                let reason = data
+                    .get("reason")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned);
+                let by_guest = guest && !powerdown && reason.as_deref() != Some("guest-reset");
+                return (by_guest, reason);
+            }
+            _ => {}
+        }
+    }
+    (false, None)
+}
+
+/// Runs until `shutdown` resolves; sends each verdict on `verdicts`.
+pub async fn run(
+    run: RunDir,
+    verdicts: mpsc::UnboundedSender<Verdict>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), MonitorError> {
+    let ctrl = run.root().join("ctrl");
+    let watch_err = |source| MonitorError::Watch {
+        dir: ctrl.display().to_string(),
+        source,
+    };
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+        .map_err(|e| watch_err(e.into()))?;
+    inotify
+        .add_watch(&ctrl, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+        .map_err(|e| watch_err(e.into()))?;
+    // SAFETY: the Inotify owns its descriptor and outlives the registration.
+    let fd =
+        unsafe { AsyncFd::register_with_interest(Watch(inotify), tokio::io::Interest::READABLE) }
+            .map_err(|e| watch_err(std::io::Error::other(e.to_string())))?;
+    let watched: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let start_watch = |name: String| {
+        let newly = watched
+            .lock()
+            .map(|mut w| w.insert(name.clone()))
+            .unwrap_or(false);
+        if newly {
+            tokio::spawn(watch_instance(
+                run.clone(),
+                name,
+                verdicts.clone(),
+                watched.clone(),
+            ));
+        }
+    };
+    // Instances started before us.
+    if let Ok(entries) = std::fs::read_dir(&ctrl) {
+        for e in entries.flatten() {
+            if let Some(name) = e.file_name().to_str().and_then(|f| f.strip_suffix(".kvmd")) {
+                start_watch(name.to_owned());
+            }
+        }
+    }
+    tracing::info!(dir = %ctrl.display(), "monitoring guest shutdowns");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            ready = fd.readable() => {
+                let mut guard = ready.map_err(watch_err)?;
+                match guard.get_inner().0.read_events() {
+                    Ok(events) => {
+                        for ev in events {
+                            if let Some(name) = ev.name.as_ref().and_then(|n| n.to_str()).and_then(|f| f.strip_suffix(".kvmd")) {
+                                start_watch(name.to_owned());
+                            }
+                        }
+                    }
+                    Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
+                    Err(e) => return Err(watch_err(e.into())),
+                }
+            }
+        }
+    }
+}
+
+/// The inotify instance, as tokio's AsyncFd wants it.
+struct Watch(nix::sys::inotify::Inotify);
+
+impl std::os::fd::AsRawFd for Watch {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+async fn watch_instance(
+    run: RunDir,
+    name: String,
+    verdicts: mpsc::UnboundedSender<Verdict>,
+    watched: Arc<Mutex<BTreeSet<String>>>,
+) {
+    let socket = run.ctrl(&name, ".kvmd");
+    let outcome = async {
+        let qmp: Client =
+            crate::lifecycle::connect(&socket, std::time::Duration::from_secs(10)).await?;
+        let mut events = qmp.events();
+        let mut seen = Vec::new();
+        // Until QEMU closes the connection (it exited).
+        while let Ok(e) = events.next().await {
+            seen.push(e);
+        }
+        Ok::<_, qmp_protocol::QmpError>(seen)
+    }
+    .await;
+    if let Ok(seen) = outcome {
+        let (by_guest, reason) = decide(seen.iter().map(|e: &Event| (e.name.as_str(), &e.data)));
+        let flag = run.ctrl(&name, ".shutdown");
+        if by_guest {
+            if let Err(e) = write_atomic(&flag, b"", 0o600) {
+                tracing::warn!(instance = name, error = %e, "cannot record the guest shutdown");
+            }
+            tracing::info!(instance = name, ?reason, "guest shut itself down");
+        } else {
+            let _ = std::fs::remove_file(&flag);
+        }
+        let _ = verdicts.send(Verdict {
+            instance: name.clone(),
+            by_guest,
+            reason,
+        });
+    } else {
+        tracing::debug!(
+            instance = name,
+            "no monitor session (instance gone or socket stale)"
+        );
+    }
+    if let Ok(mut w) = watched.lock() {
+        w.remove(&name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decide_on(events: &[(&str, serde_json::Value)]) -> (bool, Option<String>) {
+        decide(events.iter().map(|(n, d)| (*n, d)))
+    }
+
+    #[test]
+    fn guest_poweroff_is_a_user_shutdown() {
+        let events = [(
+            "SHUTDOWN",
+            json!({"guest": true, "reason": "guest-shutdown"}),
+        )];
+        assert_eq!(decide_on(&events), (true, Some("guest-shutdown".into())));
+    }
+
+    #[test]
+    fn acpi_powerdown_we_asked_for_is_not() {
+        let events = [
+            ("POWERDOWN", json!({})),
+            (
+                "SHUTDOWN",
+                json!({"guest": true, "reason": "guest-shutdown"}),
+            ),
+        ];
+        assert_eq!(decide_on(&events), (false, Some("guest-shutdown".into())));
+    }
+
+    #[test]
+    fn sigterm_is_not_a_user_shutdown_unlike_ganeti() {
+        let events = [("SHUTDOWN", json!({"guest": false, "reason": "host-signal"}))];
+        assert_eq!(decide_on(&events), (false, Some("host-signal".into())));
+    }
+
+    #[test]
+    fn a_crash_sends_nothing_and_is_not() {
+        assert_eq!(decide_on(&[]), (false, None));
+    }
+}
