@@ -8,6 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod bench_start;
 mod e2e;
 
 const USAGE: &str = "\
@@ -26,6 +27,10 @@ tasks:
          `kvm-hypervisor plan` wall time with a warm capability cache, next to
          one `qemu-system-x86_64 --help` spawn (what Ganeti pays per probe),
          interleaved, medians of 30 runs each; then the criterion benches
+  bench start
+         `kvm-hypervisor start` (warm cache) against a bare QEMU with the same
+         argv (exec -> cont answered), 20 interleaved pairs; `stop --force`;
+         graceful stop of the test guest
   capture-fixtures [QEMU]
          record this machine's QEMU help outputs under fixtures/qemu/<version>/
          (never edit those files by hand; re-run this instead)
@@ -43,6 +48,7 @@ fn main() -> Result<()> {
         }),
         Some("bench") => match std::env::args().nth(2).as_deref() {
             Some("plan") => bench_plan(),
+            Some("start") => bench_start(),
             other => bail!("unknown benchmark {other:?}; known: plan"),
         },
         Some("capture-fixtures") => capture_fixtures(std::env::args().nth(2)),
@@ -512,4 +518,31 @@ fn run_e2e() -> Result<()> {
         "disabled"
     };
     e2e::e2e(guest, root().join("target/debug/kvm-hypervisor"), accel)
+}
+
+fn bench_start() -> Result<()> {
+    ensure_packages()?;
+    let g = guest()?;
+    run(
+        "cargo build --release -p kvm-hypervisor-cli",
+        cargo().args(["build", "--release", "--quiet", "-p", "kvm-hypervisor-cli"]),
+    )?;
+    let dir = root().join("target/bench-start");
+    let _ = std::fs::remove_dir_all(dir.join("run"));
+    std::fs::create_dir_all(&dir)?;
+    let disk = dir.join("disk0.img");
+    std::fs::File::create(&disk)?.set_len(64 << 20)?;
+    let mut spec = demo_spec(&g, &disk);
+    spec["name"] = serde_json::json!("bench1");
+    // The start is measured without the balloon's wait on free memory.
+    spec["min_memory"] = serde_json::json!(256);
+    let path = dir.join("bench1.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&spec)?)?;
+    bench_start::bench_start(
+        &root().join("target/release/kvm-hypervisor"),
+        &path,
+        &dir.join("run"),
+        &dir.join("cache"),
+        20,
+    )
 }

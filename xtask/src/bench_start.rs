@@ -1,0 +1,209 @@
+//! `cargo xtask bench start`: `kvm-hypervisor start` against the floor of a
+//! bare QEMU with the same argv (exec → `cont` answered), interleaved; then
+//! `stop --force` and a graceful `stop` of a guest that honours ACPI.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The floor: spawn QEMU with the planned argv and our pre-bound monitor
+/// sockets, handshake, `cont`; returns exec → `cont` answered.
+fn bare_start(
+    argv: &[String],
+    qmp: &Path,
+    kvmd: &Path,
+) -> Result<(Duration, std::process::Child, UnixStream)> {
+    let _ = std::fs::remove_file(qmp);
+    let _ = std::fs::remove_file(kvmd);
+    let l3 = UnixListener::bind(qmp)?;
+    let l4 = UnixListener::bind(kvmd)?;
+    let (f3, f4) = (l3.as_raw_fd(), l4.as_raw_fd());
+    let start = Instant::now();
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: only dup2(2) between fork and exec, on numbers taken before.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (from, to) in [(f3, 1003), (f4, 1004), (1003, 3), (1004, 4)] {
+                if nix::libc::dup2(from, to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop((l3, l4));
+    let mut s = UnixStream::connect(qmp)?;
+    let mut r = BufReader::new(s.try_clone()?);
+    let mut line = String::new();
+    r.read_line(&mut line)?; // greeting
+    s.write_all(br#"{"execute":"qmp_capabilities"}"#)?;
+    line.clear();
+    r.read_line(&mut line)?;
+    s.write_all(br#"{"execute":"cont"}"#)?;
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        if line.contains("\"return\"") {
+            break;
+        }
+    }
+    Ok((start.elapsed(), child, s))
+}
+
+pub(crate) fn bench_start(
+    bin: &Path,
+    spec: &Path,
+    run_dir: &Path,
+    cache: &Path,
+    runs: usize,
+) -> Result<()> {
+    let kvmh = |args: &[&str]| -> Result<std::process::Output> {
+        Ok(Command::new(bin)
+            .arg("--run-dir")
+            .arg(run_dir)
+            .args(args)
+            .output()?)
+    };
+    let spec_s = spec.to_str().context("utf-8")?;
+    let cache_s = cache.to_str().context("utf-8")?;
+    let out = kvmh(&["plan", spec_s, "--json", "--cache-dir", cache_s])?;
+    ensure!(
+        out.status.success(),
+        "plan: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout)?;
+    let argv: Vec<String> = plan["argv"]
+        .as_array()
+        .context("argv")?
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    let name = plan["name"].as_str().context("name")?.to_owned();
+    let ctrl = run_dir.join("ctrl");
+    std::fs::create_dir_all(&ctrl)?;
+    let (qmp, kvmd) = (
+        ctrl.join(format!("{name}.qmp")),
+        ctrl.join(format!("{name}.kvmd")),
+    );
+    // Warm the capability cache and the page cache.
+    ensure!(
+        kvmh(&["start", spec_s, "--cache-dir", cache_s])?
+            .status
+            .success(),
+        "warm-up start failed"
+    );
+    ensure!(
+        kvmh(&["stop", &name, "--force"])?.status.success(),
+        "warm-up stop failed"
+    );
+
+    let (mut floor, mut ours, mut ratios, mut kills) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (t, mut child, mut s) = bare_start(&argv, &qmp, &kvmd)?;
+        s.write_all(br#"{"execute":"quit"}"#)?;
+        child.wait()?;
+        let _ = std::fs::remove_file(run_dir.join("pid").join(&name));
+        floor.push(t);
+
+        let start = Instant::now();
+        let o = kvmh(&["start", spec_s, "--cache-dir", cache_s])?;
+        let t2 = start.elapsed();
+        ensure!(
+            o.status.success(),
+            "start: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        ours.push(t2);
+        ratios.push(t2.as_secs_f64() / t.as_secs_f64());
+        let k = Instant::now();
+        let o = kvmh(&["stop", &name, "--force"])?;
+        kills.push(k.elapsed());
+        ensure!(
+            o.status.success(),
+            "stop: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!("start, {runs} interleaved pairs:");
+    println!(
+        "  floor (bare QEMU, exec -> cont answered)  median {:.1} ms",
+        ms(median(floor))
+    );
+    println!(
+        "  kvm-hypervisor start (warm cache)         median {:.1} ms",
+        ms(median(ours))
+    );
+    println!(
+        "  median of per-pair ratios                  {:.2}",
+        ratios[ratios.len() / 2]
+    );
+    println!(
+        "stop --force                                 median {:.1} ms",
+        ms(median(kills))
+    );
+
+    // Graceful stop of a guest that honours ACPI: wait for it to be ready first.
+    let mut graceful = Vec::new();
+    for _ in 0..3.min(runs) {
+        ensure!(
+            kvmh(&["start", spec_s, "--paused", "--cache-dir", cache_s])?
+                .status
+                .success(),
+            "start failed"
+        );
+        let console = UnixStream::connect(ctrl.join(format!("{name}.serial")))?;
+        console.set_read_timeout(Some(Duration::from_secs(120)))?;
+        ensure!(
+            kvmh(&["qmp", "--instance", &name, "cont"])?
+                .status
+                .success(),
+            "cont failed"
+        );
+        let mut r = BufReader::new(console);
+        let mut line = String::new();
+        while !line.contains("GLAB-READY") {
+            line.clear();
+            if r.read_line(&mut line)? == 0 {
+                bail!("console closed before READY");
+            }
+        }
+        let g = Instant::now();
+        let o = kvmh(&["stop", &name])?;
+        graceful.push(g.elapsed());
+        ensure!(
+            String::from_utf8_lossy(&o.stdout).contains("powered off"),
+            "not graceful: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    println!(
+        "graceful stop (ACPI power-down until QEMU exited), median of {}: {:.1} ms",
+        graceful.len(),
+        ms(median(graceful))
+    );
+    Ok(())
+}
