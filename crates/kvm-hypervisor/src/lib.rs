@@ -23,6 +23,7 @@
 
 pub mod caps;
 pub mod host;
+pub mod hotplug;
 pub mod lifecycle;
 pub mod monitor;
 pub mod node;

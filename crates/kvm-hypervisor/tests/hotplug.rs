@@ -1,0 +1,389 @@
+//! Hotplug against a real QEMU started through the library, with the test
+//! guest (`cargo xtask guest`) under TCG. Needs root and
+//! qemu-system-x86_64; fails loudly without the guest image.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kvm_hypervisor::hotplug::{self, Added, HotplugError, Removal};
+use kvm_hypervisor::lifecycle::{self, Node, StartOptions, StopOptions};
+use kvm_hypervisor::qmp::{Client, Cont, QomGet, QueryFdsets, QueryPci};
+use kvm_hypervisor::spec::InstanceSpec;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::UnixStream;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .and_then(Path::parent)
+        .expect("workspace root")
+        .to_owned()
+}
+
+/// One instance and its directory; QEMU killed and files removed on drop.
+struct Vm {
+    dir: PathBuf,
+    node: Node,
+    name: String,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.node.run.pid_file(&self.name))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn image(dir: &Path, name: &str, mib: u64) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::File::create(&p)
+        .expect("image")
+        .set_len(mib << 20)
+        .expect("size");
+    p
+}
+
+/// Starts instance `name` paused with one 16 MiB disk; `hv` overrides hvparams.
+async fn start(name: &str, hv: Value) -> Vm {
+    let guest = root().join("target/guest");
+    assert!(
+        guest.join("vmlinuz").exists() && guest.join("initrd.gz").exists(),
+        "the test guest is missing: run `cargo xtask guest` first"
+    );
+    let dir = root().join(format!("target/hptest-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let node = Node::open(dir.join("run"), root().join("target/hptest-caps")).expect("node");
+    let vm = Vm {
+        dir: dir.clone(),
+        node,
+        name: name.to_owned(),
+    };
+    let disk = image(&dir, "disk0.img", 16);
+    let mut hvparams = json!({
+        "kvm_path": "/usr/bin/qemu-system-x86_64",
+        "kernel_path": guest.join("vmlinuz"), "initrd_path": guest.join("initrd.gz"),
+        "root_path": "/dev/ram0", "kernel_args": "quiet panic=-1",
+        "serial_speed": 115200, "kvm_flag": "disabled", "vhost_net": false,
+        "machine_version": "pc-i440fx-7.2", "cpu_type": "qemu64"
+    });
+    if let (Some(h), Some(extra)) = (hvparams.as_object_mut(), hv.as_object()) {
+        h.extend(extra.clone());
+    }
+    let spec = InstanceSpec::from_value(&json!({
+        "name": name, "memory": 256, "vcpus": 1, "hvparams": hvparams,
+        "disks": [{"uuid": "0d15c000-0000-4000-8000-000000000000", "path": disk, "size": 16}],
+    }))
+    .expect("spec")
+    .spec;
+    lifecycle::start(&vm.node, &spec, StartOptions { paused: true })
+        .await
+        .expect("start");
+    vm
+}
+
+struct Console {
+    lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    writer: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Console {
+    async fn until(&mut self, marker: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        let wait = async {
+            while let Some(line) = self.lines.next_line().await.expect("serial") {
+                let done = line.contains(marker);
+                seen.push(line);
+                if done {
+                    return;
+                }
+            }
+        };
+        let found = tokio::time::timeout(Duration::from_secs(120), wait).await;
+        assert!(found.is_ok(), "no `{marker}` on the console; saw {seen:?}");
+        seen
+    }
+
+    async fn run(&mut self, cmd: &str) -> Vec<String> {
+        use tokio::io::AsyncWriteExt;
+        self.writer
+            .write_all(format!("{cmd}\n").as_bytes())
+            .await
+            .expect("write");
+        self.until("GLAB cmd-begin").await;
+        let mut out = self.until("GLAB cmd-end").await;
+        let end = out.pop().unwrap_or_default();
+        assert!(end.ends_with("rc=0"), "`{cmd}`: {end} {out:?}");
+        out
+    }
+}
+
+async fn qmp(vm: &Vm) -> Client {
+    lifecycle::connect(&vm.node.run.ctrl(&vm.name, ".qmp"), Duration::from_secs(5))
+        .await
+        .expect("qmp")
+}
+
+/// Attaches to the serial console, continues the VM, waits for GLAB-READY.
+async fn boot(vm: &Vm) -> Console {
+    let stream = UnixStream::connect(vm.node.run.ctrl(&vm.name, ".serial"))
+        .await
+        .expect("serial");
+    let (read, writer) = stream.into_split();
+    let mut console = Console {
+        lines: BufReader::new(read).lines(),
+        writer,
+    };
+    qmp(vm).await.execute(Cont).await.expect("cont");
+    console.until("GLAB-READY").await;
+    console
+}
+
+async fn stop(vm: &Vm) {
+    lifecycle::stop(
+        &vm.node,
+        &vm.name,
+        StopOptions {
+            timeout: Duration::from_secs(1),
+            force: true,
+        },
+    )
+    .await
+    .expect("stop");
+}
+
+fn disk_spec(uuid: &str, path: &Path) -> kvm_hypervisor::spec::DiskSpec {
+    hotplug::parse_disk_spec(&json!({"uuid": uuid, "path": path, "size": 64})).expect("disk spec")
+}
+
+fn record(vm: &Vm) -> kvm_hypervisor::state::RuntimeRecord {
+    vm.node
+        .run
+        .read_runtime(&vm.name)
+        .expect("read")
+        .expect("record")
+        .record()
+}
+
+async fn block_nodes(c: &Client) -> Vec<String> {
+    let v = c
+        .execute_raw("query-named-block-nodes", json!({}))
+        .await
+        .expect("nodes");
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["node-name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Descriptors QEMU still holds in fd sets.
+async fn fds_held(c: &Client) -> usize {
+    let sets = c.execute(QueryFdsets).await.expect("fdsets");
+    sets.iter().map(|s| s.fds.len()).sum()
+}
+
+const HOT: &str = "4070c000-1111-4222-8333-444444444444";
+
+#[tokio::test(flavor = "current_thread")]
+async fn disk_add_resize_remove_seen_by_the_guest() {
+    let vm = start("hpdisk", json!({})).await;
+    let mut console = boot(&vm).await;
+    let img = image(&vm.dir, "hot.img", 64);
+
+    let added = hotplug::add_disk(&vm.node, &vm.name, &disk_spec(HOT, &img))
+        .await
+        .expect("add");
+    assert_eq!(
+        added,
+        Added {
+            kind: "disk",
+            uuid: HOT.into(),
+            id: "disk-4070c000-1111-4222".into(),
+            hvinfo: json!({"driver": "virtio-blk-pci", "id": "disk-4070c000-1111-4222", "bus": "pci.0", "addr": "0xd"}),
+            tap: None,
+        }
+    );
+    console.until("GLAB uevent add block vdb").await;
+    let c = qmp(&vm).await;
+    let pci = c.execute(QueryPci).await.expect("pci");
+    let slot = pci[0]
+        .devices
+        .iter()
+        .find(|d| d.qdev_id == "disk-4070c000-1111-4222")
+        .map(|d| d.slot);
+    assert_eq!(slot, Some(0xd));
+    assert_eq!(record(&vm).disks.len(), 2);
+    assert_eq!(
+        fds_held(&c).await,
+        0,
+        "the fd set is emptied once the node holds the file"
+    );
+    // QMP takes one client at a time: the library connects next.
+    drop(c);
+
+    let resized = hotplug::resize_disk(&vm.node, &vm.name, HOT, 128 << 20)
+        .await
+        .expect("resize");
+    assert_eq!(resized.bytes, 128 << 20);
+    assert_eq!(
+        console.run("cat /sys/block/vdb/size").await,
+        ["262144"],
+        "the guest sees 128 MiB"
+    );
+    assert_eq!(record(&vm).disks[1].size, Some(128));
+
+    let removed = hotplug::remove_disk(&vm.node, &vm.name, HOT, Duration::from_secs(30))
+        .await
+        .expect("remove");
+    assert_eq!(
+        removed,
+        Removal::Removed {
+            id: "disk-4070c000-1111-4222".into()
+        }
+    );
+    console.until("GLAB uevent remove block vdb").await;
+    let c = qmp(&vm).await;
+    assert!(
+        !block_nodes(&c)
+            .await
+            .contains(&"disk-4070c000-1111-4222".to_owned())
+    );
+    assert_eq!(record(&vm).disks.len(), 1);
+    stop(&vm).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn failed_device_add_rolls_back_blockdev_and_fdset() {
+    let vm = start("hproll", json!({})).await;
+    // QEMU closes removed fd-set members only while the VM runs.
+    qmp(&vm).await.execute(Cont).await.expect("cont");
+    let before = record(&vm);
+    // The boot disk's image again: blockdev-add succeeds, device_add fails
+    // on the image's write lock.
+    let busy = vm.dir.join("disk0.img");
+
+    let err = hotplug::add_disk(&vm.node, &vm.name, &disk_spec(HOT, &busy))
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(
+            err,
+            HotplugError::Step {
+                step: "device_add",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(record(&vm), before);
+    let c = qmp(&vm).await;
+    assert!(
+        !block_nodes(&c)
+            .await
+            .contains(&"disk-4070c000-1111-4222".to_owned())
+    );
+    assert_eq!(fds_held(&c).await, 0);
+    assert!(!hotplug::intent_file(&vm.node, &vm.name).exists());
+    stop(&vm).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn bad_path_fails_before_qemu_is_touched() {
+    let vm = start("hpbad", json!({})).await;
+    let before = record(&vm);
+
+    let err = hotplug::add_disk(
+        &vm.node,
+        &vm.name,
+        &disk_spec(HOT, &vm.dir.join("missing.img")),
+    )
+    .await
+    .unwrap_err();
+
+    assert!(
+        matches!(err, HotplugError::Step { step: "open", .. }),
+        "{err:?}"
+    );
+    assert_eq!(record(&vm), before);
+    stop(&vm).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn removal_the_guest_never_sees_is_pending_then_still_pending() {
+    // Paused: the guest never handles the ACPI unplug request.
+    let vm = start("hppend", json!({})).await;
+    let img = image(&vm.dir, "hot.img", 64);
+    hotplug::add_disk(&vm.node, &vm.name, &disk_spec(HOT, &img))
+        .await
+        .expect("add");
+
+    let removal = hotplug::remove_disk(&vm.node, &vm.name, HOT, Duration::from_millis(500))
+        .await
+        .expect("remove");
+
+    assert_eq!(
+        removal,
+        Removal::Pending {
+            id: "disk-4070c000-1111-4222".into()
+        }
+    );
+    assert_eq!(
+        record(&vm).disks[1].extra.get(hotplug::REMOVAL_PENDING),
+        Some(&json!(true))
+    );
+    let again = hotplug::recover(&vm.node, &vm.name).await.expect("recover");
+    assert_eq!(
+        again,
+        [hotplug::Recovery::StillPending {
+            id: "disk-4070c000-1111-4222".into()
+        }]
+    );
+    let c = qmp(&vm).await;
+    let realized = c
+        .execute(QomGet::new(
+            "/machine/peripheral/disk-4070c000-1111-4222",
+            "realized",
+        ))
+        .await
+        .expect("qom");
+    assert_eq!(realized, json!(true));
+    stop(&vm).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn stopped_instance_is_not_supported() {
+    let vm = start("hpstop", json!({})).await;
+    stop(&vm).await;
+    let img = image(&vm.dir, "hot.img", 64);
+
+    let err = hotplug::add_disk(&vm.node, &vm.name, &disk_spec(HOT, &img))
+        .await
+        .unwrap_err();
+
+    assert_eq!(
+        err.to_string(),
+        "hotplug is not supported for hpstop: the instance is not running"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn check_reports_ide_disks_as_not_hotpluggable() {
+    let vm = start("hpchk", json!({"disk_type": "ide"})).await;
+
+    let support = hotplug::check(&vm.node, &vm.name).await.expect("check");
+
+    assert!(!support.disk.add);
+    assert_eq!(support.disk.reasons, ["disk_type ide is not hot-pluggable"]);
+    assert!(support.nic.add && support.nic.remove);
+    stop(&vm).await;
+}
