@@ -1,5 +1,6 @@
 //! The `kvm-hypervisor` command.
 
+mod hotplug_cmd;
 mod ops_cmd;
 
 use std::path::PathBuf;
@@ -236,6 +237,23 @@ enum Command {
         #[command(subcommand)]
         command: RuntimeCommand,
     },
+    /// Hot-add, remove or replace disks and NICs of a running instance.
+    Hotplug {
+        #[command(subcommand)]
+        command: hotplug_cmd::HotplugCommand,
+    },
+    /// Resize a disk of a running instance (`block_resize`).
+    ResizeDisk {
+        /// The instance.
+        name: String,
+        /// The disk's UUID.
+        uuid: String,
+        /// The new size: MiB, or with a K/M/G/T suffix.
+        size: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -357,6 +375,17 @@ fn main() -> ExitCode {
                     json,
                 },
         } => runtime_show(cli.run_dir, name, file, format, json).map(|()| ExitCode::SUCCESS),
+        Command::Hotplug { command } => {
+            node(cli.run_dir, None).and_then(|n| hotplug_cmd::run(n, command))
+        }
+        Command::ResizeDisk {
+            name,
+            uuid,
+            size,
+            json,
+        } => {
+            node(cli.run_dir, None).and_then(|n| hotplug_cmd::resize(n, &name, &uuid, &size, json))
+        }
     };
     match result {
         Ok(code) => code,
