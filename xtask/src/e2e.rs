@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 use crate::Guest;
 
 /// Everything one run created; removed on drop, whatever happened.
-struct Lab {
-    ns: String,
-    dir: PathBuf,
-    bin: PathBuf,
+pub(crate) struct Lab {
+    pub(crate) ns: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) bin: PathBuf,
     guest: Guest,
     accel: &'static str,
 }
@@ -42,7 +42,7 @@ impl Drop for Lab {
 }
 
 impl Lab {
-    fn kvmh(&self, args: &[&str]) -> Result<Output> {
+    pub(crate) fn kvmh(&self, args: &[&str]) -> Result<Output> {
         Ok(Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .arg(&self.bin)
@@ -53,7 +53,7 @@ impl Lab {
     }
 
     /// Runs the binary and demands success; returns stdout.
-    fn ok(&self, args: &[&str]) -> Result<String> {
+    pub(crate) fn ok(&self, args: &[&str]) -> Result<String> {
         let out = self.kvmh(args)?;
         if !out.status.success() {
             bail!(
@@ -65,14 +65,14 @@ impl Lab {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn in_ns(&self, args: &[&str]) -> Result<Output> {
+    pub(crate) fn in_ns(&self, args: &[&str]) -> Result<Output> {
         Ok(Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .args(args)
             .output()?)
     }
 
-    fn spec(&self, name: &str, nic: bool, extra_hv: Value) -> Result<PathBuf> {
+    pub(crate) fn spec(&self, name: &str, nic: bool, extra_hv: Value) -> Result<PathBuf> {
         let disk = self.dir.join(format!("{name}-disk0.img"));
         std::fs::File::create(&disk)?.set_len(64 << 20)?;
         let mut hv = json!({
@@ -97,7 +97,7 @@ impl Lab {
         Ok(path)
     }
 
-    fn start(&self, spec: &Path) -> Result<()> {
+    pub(crate) fn start(&self, spec: &Path) -> Result<()> {
         self.ok(&[
             "start",
             spec.to_str().context("utf-8")?,
@@ -109,7 +109,7 @@ impl Lab {
     }
 
     /// Attaches to the serial console, lets the guest run, and waits for its ready marker.
-    fn boot(&self, name: &str) -> Result<Console> {
+    pub(crate) fn boot(&self, name: &str) -> Result<Console> {
         let stream = UnixStream::connect(self.dir.join("run/ctrl").join(format!("{name}.serial")))?;
         stream.set_read_timeout(Some(Duration::from_secs(120)))?;
         let mut console = Console {
@@ -122,14 +122,14 @@ impl Lab {
     }
 }
 
-struct Console {
+pub(crate) struct Console {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
 }
 
 impl Console {
     /// Reads lines until one contains `marker` (120 s without output fails).
-    fn until(&mut self, marker: &str) -> Result<Vec<String>> {
+    pub(crate) fn until(&mut self, marker: &str) -> Result<Vec<String>> {
         let mut seen = Vec::new();
         loop {
             let mut line = String::new();
@@ -151,7 +151,7 @@ impl Console {
     }
 
     /// Runs `cmd` in the guest; returns its output lines.
-    fn run(&mut self, cmd: &str) -> Result<Vec<String>> {
+    pub(crate) fn run(&mut self, cmd: &str) -> Result<Vec<String>> {
         self.writer.write_all(format!("{cmd}\n").as_bytes())?;
         self.until("GLAB cmd-begin")?;
         let mut out = self.until("GLAB cmd-end")?;
@@ -396,6 +396,7 @@ pub(crate) fn e2e(guest: Guest, bin: PathBuf, accel: &'static str) -> Result<()>
         leftover_files(&lab.dir.join("run"))?.is_empty(),
         "files left after parallel stop"
     );
+    crate::e2e_hotplug::scenarios(&lab)?;
     println!("e2e: all scenarios passed ({accel})");
     Ok(())
 }

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench_start;
 mod e2e;
+mod e2e_hotplug;
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
