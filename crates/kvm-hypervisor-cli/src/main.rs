@@ -349,7 +349,7 @@ fn main() -> ExitCode {
         Command::Console { name, info, json } => {
             node(cli.run_dir, None).and_then(|n| ops_cmd::console(n, &name, info, json))
         }
-        Command::Monitor => node(cli.run_dir, None).and_then(|n| ops_cmd::monitor(n)),
+        Command::Monitor => node(cli.run_dir, None).and_then(ops_cmd::monitor),
         Command::NodeInfo { qemu, json } => {
             ops_cmd::node_info(&qemu, caps::default_cache_dir(), json)
         }

@@ -253,6 +253,10 @@ impl RunDir {
         remove_file(&mut done, self.pid_file(name))?;
         remove_file(&mut done, self.uid_file(name))?;
         remove_file(&mut done, self.runtime_file(name))?;
+        remove_file(
+            &mut done,
+            self.root.join("conf").join(format!("{name}.intent")),
+        )?;
         remove_file(&mut done, self.qemu_log(name))?;
         remove_file(&mut done, self.console_log(name))?;
         for suffix in CTRL_SUFFIXES {
