@@ -58,7 +58,8 @@ pub use enums::{
 };
 pub use host::{FactsWanted, HostFacts, PathKind, QemuFacts, Unchecked, Validation};
 pub use params::{
-    DEFAULT_KERNEL_PATH, DEFAULT_KVM_PATH, HvParams, ParamDef, Rule, Scope, lookup, params,
+    DEFAULT_KERNEL_PATH, DEFAULT_KVM_PATH, EXTENSIONS, HvParams, ParamDef, Rule, Scope, lookup,
+    params,
 };
 pub use problem::{Problem, ProblemKind, Problems, UnknownValue};
 pub use value::Kind;

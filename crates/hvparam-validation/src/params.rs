@@ -104,6 +104,10 @@ impl ParamDef {
     pub fn scope(&self) -> Scope {
         self.scope
     }
+    /// Whether Ganeti has this parameter (false for our extensions).
+    pub fn is_ganeti(&self) -> bool {
+        !EXTENSIONS.contains(&self.name)
+    }
     /// One line saying what the parameter does.
     pub fn doc(&self) -> &'static str {
         self.doc.trim()
@@ -305,9 +309,14 @@ hvparams! {
     kvm_pci_reservations: i64 => i64 = 12, false, Rule::Range { min: 0, max: 32 }, Instance;
     /// Whether paravirtual taps get IFF_VNET_HDR.
     vnet_hdr: bool => bool = true, false, Rule::None, Instance;
+    /// Our extension, not Ganeti's: confine QEMU with seccomp (`-sandbox on`, denying obsolete calls, privilege elevation, spawning and resource control) when QEMU has it.
+    sandbox: bool => bool = true, false, Rule::None, Instance;
 }
 
-/// Every KVM hvparam, in Ganeti's order.
+/// Parameters of ours, not Ganeti's (at the end of the table).
+pub const EXTENSIONS: &[&str] = &["sandbox"];
+
+/// Every KVM hvparam, in Ganeti's order, then our extensions.
 pub fn params() -> &'static [ParamDef] {
     PARAMS
 }

@@ -58,8 +58,13 @@ fn validation_problems(p: &HvParams, facts: &HostFacts) -> Vec<String> {
 // ---- the table ----
 
 #[test]
-fn table_has_every_ganeti_kvm_hvparam() {
-    assert_eq!(hvparam_validation::params().len(), 65);
+fn table_has_every_ganeti_kvm_hvparam_and_our_extension() {
+    let ganeti = hvparam_validation::params()
+        .iter()
+        .filter(|p| p.is_ganeti())
+        .count();
+    assert_eq!((ganeti, hvparam_validation::params().len()), (65, 66));
+    assert_eq!(hvparam_validation::params()[65].name(), "sandbox");
 }
 
 #[test]
@@ -71,7 +76,7 @@ fn table_starts_and_ends_in_ganeti_order() {
     assert_eq!(&names[..3], ["kvm_path", "kernel_path", "initrd_path"]);
     assert_eq!(
         &names[62..],
-        ["migration_caps", "kvm_pci_reservations", "vnet_hdr"]
+        ["migration_caps", "kvm_pci_reservations", "vnet_hdr", "sandbox"]
     );
 }
 

@@ -522,6 +522,7 @@ fn params(as_json: bool) -> anyhow::Result<()> {
                     "required": d.required(),
                     "allowed": d.allowed(),
                     "scope": d.scope(),
+                    "ganeti": d.is_ganeti(),
                     "description": d.doc(),
                 })
             })

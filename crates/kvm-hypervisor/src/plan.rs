@@ -402,6 +402,7 @@ pub fn plan_start(
     inv.paused = true;
     inv.acpi = hv.acpi();
     inv.no_reboot = hv.reboot_behavior() == RebootBehavior::Exit;
+    inv.sandbox = hv.sandbox();
     inv.run_with = RunWith {
         user: match hv.security_model() {
             SecurityModel::User => Some(hv.security_domain().to_owned()),

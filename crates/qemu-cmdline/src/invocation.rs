@@ -255,10 +255,18 @@ impl Invocation {
             a.push("-S".into());
         }
         if self.sandbox && features.sandbox {
+            // With a privilege drop, QEMU changes uid after installing the
+            // filter, so elevateprivileges=deny would kill it (SIGSYS); the
+            // unprivileged user cannot elevate anyway.
+            let elevate = if self.run_with.user.is_some() {
+                ""
+            } else {
+                ",elevateprivileges=deny"
+            };
             a.push("-sandbox".into());
-            a.push(
-                "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny".into(),
-            );
+            a.push(format!(
+                "on,obsolete=deny{elevate},spawn=deny,resourcecontrol=deny"
+            ));
         }
         self.render_run_with(features, &mut a);
         for c in &self.chardevs {
