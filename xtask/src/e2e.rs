@@ -49,6 +49,8 @@ impl Lab {
             .arg("--run-dir")
             .arg(self.dir.join("run"))
             .args(args)
+            // The node's uid pool: nobody's uid, which every Debian has.
+            .env("KVM_HYPERVISOR_UID_POOL", "65534")
             .output()?)
     }
 
@@ -313,6 +315,41 @@ pub(crate) fn e2e(guest: Guest, bin: PathBuf, accel: &'static str) -> Result<()>
     );
     let links = String::from_utf8_lossy(&lab.in_ns(&["ip", "-o", "link"])?.stdout).into_owned();
     ensure!(!links.contains("tap"), "taps left: {links}");
+
+    step(
+        "security_model=pool: QEMU runs as the pool's uid, an exhausted pool is a clear error, stop releases the uid",
+    );
+    let pool = json!({"security_model": "pool", "use_chroot": true});
+    let (spec5, spec6) = (
+        lab.spec("pool1", false, pool.clone())?,
+        lab.spec("pool2", false, pool)?,
+    );
+    lab.start(&spec5)?;
+    let info: Value = serde_json::from_str(&lab.ok(&["info", "pool1", "--json"])?)?;
+    let pid = info["pid"].as_i64().context("pid")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+        "QEMU runs as {uid_line}"
+    );
+    let out = lab.kvmh(&["start", spec6.to_str().context("utf-8")?])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("every uid of the pool"),
+        "exhausted pool: {err}"
+    );
+    lab.ok(&["stop", "pool1", "--force"])?;
+    lab.start(&spec6)?;
+    lab.ok(&["stop", "pool2", "--force"])?;
+    ensure!(
+        leftover_files(&lab.dir.join("run"))?.is_empty(),
+        "files left after the pool scenario"
+    );
 
     step("the monitor tells a guest shutdown from a crash, for instances started after it too");
     let mut monitor = Command::new("ip")

@@ -24,6 +24,15 @@ struct Cli {
     /// `/var/run/ganeti/kvm-hypervisor` to manage Ganeti's instances.
     #[arg(long, global = true, value_name = "DIR")]
     run_dir: Option<PathBuf>,
+    /// The uid pool for security_model=pool, e.g. `2000-2099,3000` (Ganeti's
+    /// cluster uid_pool); also read from KVM_HYPERVISOR_UID_POOL.
+    #[arg(
+        long,
+        global = true,
+        value_name = "RANGES",
+        env = "KVM_HYPERVISOR_UID_POOL"
+    )]
+    uid_pool: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -290,6 +299,17 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Some(pool) = &cli.uid_pool {
+        match lifecycle::parse_uid_pool(pool) {
+            Ok(p) => {
+                let _ = UID_POOL.set(p);
+            }
+            Err(e) => {
+                eprintln!("Error: --uid-pool: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let result = match cli.command {
         Command::Validate { spec, json } => validate(&spec, json),
         Command::Params { json } => params(json).map(|()| ExitCode::SUCCESS),
@@ -801,10 +821,14 @@ fn plan(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The node's uid pool, from --uid-pool.
+static UID_POOL: std::sync::OnceLock<Vec<(u32, u32)>> = std::sync::OnceLock::new();
+
 fn node(run_dir: Option<PathBuf>, cache_dir: Option<PathBuf>) -> anyhow::Result<lifecycle::Node> {
     let root = run_dir.unwrap_or_else(state::RunDir::default_path);
-    lifecycle::Node::open(&root, cache_dir.unwrap_or_else(caps::default_cache_dir))
-        .with_context(|| format!("opening the run directory {}", root.display()))
+    let node = lifecycle::Node::open(&root, cache_dir.unwrap_or_else(caps::default_cache_dir))
+        .with_context(|| format!("opening the run directory {}", root.display()))?;
+    Ok(node.with_uid_pool(UID_POOL.get().cloned().unwrap_or_default()))
 }
 
 fn lifecycle_start(

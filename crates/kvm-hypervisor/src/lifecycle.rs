@@ -39,6 +39,9 @@ pub struct Node {
     pub run: RunDir,
     /// Where QEMU capabilities are cached.
     pub cache_dir: PathBuf,
+    /// The uid pool for `security_model=pool` (inclusive ranges), as
+    /// Ganeti's cluster-wide `uid_pool`.
+    pub uid_pool: Vec<(u32, u32)>,
 }
 
 impl Node {
@@ -50,7 +53,14 @@ impl Node {
         Ok(Node {
             run: RunDir::open(run_root)?,
             cache_dir: cache_dir.into(),
+            uid_pool: Vec::new(),
         })
+    }
+
+    /// Sets the uid pool.
+    pub fn with_uid_pool(mut self, pool: Vec<(u32, u32)>) -> Node {
+        self.uid_pool = pool;
+        self
     }
 
     /// `log/<name>.log`: QEMU's stderr.
@@ -110,6 +120,14 @@ pub enum StartError {
         name: String,
         /// The problems.
         problems: Vec<Finding>,
+    },
+    /// No uid could be taken from the pool.
+    #[error("instance {name}: {why}")]
+    UidPool {
+        /// The instance.
+        name: String,
+        /// Why.
+        why: String,
     },
     /// QEMU's capabilities could not be had.
     #[error(transparent)]
@@ -274,13 +292,23 @@ async fn start_locked(
     }
     let binary = PathBuf::from(spec.hvparams().kvm_path());
     let caps = caps::capabilities(&binary, &node.cache_dir).await?.caps;
-    let env = crate::host::plan_env(spec, &caps);
-    let plan = plan_start(spec, &caps, &node.run, &env).map_err(|source| StartError::Plan {
-        name: name.to_owned(),
-        source,
-    })?;
-    let log = node.log_file(name);
+    let mut env = crate::host::plan_env(spec, &caps);
     let mut rb = Rollback { undo: Vec::new() };
+    if spec.hvparams().security_model() == crate::hvparams::SecurityModel::Pool {
+        env.pool_user = Some(allocate_uid(node, name)?);
+        rb.undo.push(Undo::RemoveFile(node.run.uid_file(name)));
+    }
+    let plan = match plan_start(spec, &caps, &node.run, &env) {
+        Ok(p) => p,
+        Err(source) => {
+            rb.run(None).await;
+            return Err(StartError::Plan {
+                name: name.to_owned(),
+                source,
+            });
+        }
+    };
+    let log = node.log_file(name);
     let netlink = if plan.taps.is_empty() {
         None
     } else {
@@ -1205,4 +1233,76 @@ pub async fn reboot(
     )
     .await?;
     Ok(start(node, &spec, StartOptions::default()).await?)
+}
+
+/// Takes the lowest free uid of the pool for `name` (recorded in
+/// `uid/<name>`, released by cleanup on every path, so a reboot cannot leak
+/// it as Ganeti's does, reference §11.2.7). QEMU runs as the uid's user.
+fn allocate_uid(node: &Node, name: &str) -> Result<String, StartError> {
+    let err = |why: String| StartError::UidPool {
+        name: name.to_owned(),
+        why,
+    };
+    if node.uid_pool.is_empty() {
+        return Err(err(
+            "security_model is `pool` but this node has no uid pool (--uid-pool)".into(),
+        ));
+    }
+    let dir = node.run.root().join("uid");
+    let _lock = state::InstanceLock::acquire(
+        &dir.join(".pool.lock"),
+        "uid pool",
+        LockWait::Up(Duration::from_secs(10)),
+    )?;
+    let used: BTreeSet<u32> = std::fs::read_dir(&dir)
+        .map_err(|e| err(format!("cannot list {}: {e}", dir.display())))?
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+        .collect();
+    for &(lo, hi) in &node.uid_pool {
+        for uid in lo..=hi {
+            if used.contains(&uid) {
+                continue;
+            }
+            let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            else {
+                continue;
+            };
+            state::write_atomic(
+                &node.run.uid_file(name),
+                format!("{uid}\n").as_bytes(),
+                state::FILE_MODE,
+            )?;
+            tracing::info!(
+                instance = name,
+                uid,
+                user = user.name,
+                "uid taken from the pool"
+            );
+            return Ok(user.name);
+        }
+    }
+    Err(err("every uid of the pool that has a user is taken".into()))
+}
+
+/// Parses a uid pool: `2000-2099,3000` (Ganeti's `uid_pool` syntax).
+pub fn parse_uid_pool(text: &str) -> Result<Vec<(u32, u32)>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|r| {
+            let (lo, hi) = r.split_once('-').unwrap_or((r, r));
+            let n = |s: &str| {
+                s.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("`{r}` is not a uid or uid range"))
+            };
+            let (lo, hi) = (n(lo)?, n(hi)?);
+            if lo > hi {
+                return Err(format!("range `{r}` is descending"));
+            }
+            Ok((lo, hi))
+        })
+        .collect()
 }
