@@ -765,16 +765,8 @@ fn plan(
     run_dir: Option<PathBuf>,
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let loaded = match InstanceSpec::load(spec_path) {
-        Ok(l) => l,
-        Err(SpecError::Invalid(problems)) => {
-            eprintln!(
-                "Error: {spec_path}: invalid instance spec: {problems}",
-                spec_path = spec_path.display()
-            );
-            return Ok(ExitCode::from(INVALID));
-        }
-        Err(e) => return Err(e).context("loading the instance spec"),
+    let Some(loaded) = load_spec(spec_path)? else {
+        return Ok(ExitCode::from(INVALID));
     };
     let spec = loaded.spec;
     let binary = qemu.unwrap_or_else(|| PathBuf::from(spec.hvparams().kvm_path()));
@@ -838,16 +830,8 @@ fn lifecycle_start(
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
     let node = node?;
-    let loaded = match InstanceSpec::load(spec_path) {
-        Ok(l) => l,
-        Err(SpecError::Invalid(problems)) => {
-            eprintln!(
-                "Error: {}: invalid instance spec: {problems}",
-                spec_path.display()
-            );
-            return Ok(ExitCode::from(INVALID));
-        }
-        Err(e) => return Err(e).context("loading the instance spec"),
+    let Some(loaded) = load_spec(spec_path)? else {
+        return Ok(ExitCode::from(INVALID));
     };
     for g in &loaded.generated {
         eprintln!(
@@ -1041,4 +1025,19 @@ fn qmp_command(
         }
         Ok::<_, anyhow::Error>(())
     })
+}
+
+/// Loads a spec; an invalid one is reported on stderr and gives `None`.
+fn load_spec(path: &std::path::Path) -> anyhow::Result<Option<kvm_hypervisor::spec::Loaded>> {
+    match InstanceSpec::load(path) {
+        Ok(l) => Ok(Some(l)),
+        Err(SpecError::Invalid(problems)) => {
+            eprintln!(
+                "Error: {}: invalid instance spec: {problems}",
+                path.display()
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e).context("loading the instance spec"),
+    }
 }
