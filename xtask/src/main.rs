@@ -117,6 +117,9 @@ fn ensure_packages() -> Result<()> {
 
 fn ci() -> Result<()> {
     ensure_packages()?;
+    install_missing(&[("ip", "iproute2"), ("openssl", "openssl")])?;
+    // Tests that boot a real guest need it built first.
+    guest()?;
     run(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--check"]),
