@@ -76,7 +76,12 @@ fn table_starts_and_ends_in_ganeti_order() {
     assert_eq!(&names[..3], ["kvm_path", "kernel_path", "initrd_path"]);
     assert_eq!(
         &names[62..],
-        ["migration_caps", "kvm_pci_reservations", "vnet_hdr", "sandbox"]
+        [
+            "migration_caps",
+            "kvm_pci_reservations",
+            "vnet_hdr",
+            "sandbox"
+        ]
     );
 }
 
