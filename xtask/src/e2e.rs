@@ -282,10 +282,11 @@ pub(crate) fn e2e(guest: Guest, bin: PathBuf, accel: &'static str) -> Result<()>
     lab.start(&spec2)?;
     let info: Value = serde_json::from_str(&lab.ok(&["info", "e2e2", "--json"])?)?;
     let pid = info["pid"].as_i64().context("pid")?;
-    let exit = Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()?;
-    ensure!(exit.success(), "kill -9 failed");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).context("pid")?),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .context("kill -9")?;
     wait_gone(pid)?;
     let info: Value = serde_json::from_str(&lab.ok(&["info", "e2e2", "--json"])?)?;
     ensure!(
