@@ -122,6 +122,9 @@ impl Console {
         let mut out = self.until("GLAB cmd-end").await;
         let end = out.pop().unwrap_or_default();
         assert!(end.ends_with("rc=0"), "`{cmd}`: {end} {out:?}");
+        // The guest's uevent agent prints `GLAB …` lines whenever it likes;
+        // they are not the command's output.
+        out.retain(|l| !l.starts_with("GLAB "));
         out
     }
 }
