@@ -162,6 +162,9 @@ impl Console {
             end.ends_with("rc=0"),
             "`{cmd}` failed in the guest: {end}; output {out:?}"
         );
+        // The guest's uevent agent prints `GLAB …` lines whenever it likes;
+        // they are not the command's output.
+        out.retain(|l| !l.starts_with("GLAB "));
         Ok(out)
     }
 }
