@@ -8,6 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod bench_hotplug;
 mod bench_start;
 mod e2e;
 mod e2e_hotplug;
@@ -32,6 +33,10 @@ tasks:
          `kvm-hypervisor start` (warm cache) against a bare QEMU with the same
          argv (exec -> cont answered), 20 interleaved pairs; `stop --force`;
          graceful stop of the test guest
+  bench hotplug
+         `kvm-hypervisor hotplug add-disk` / `del-disk` against the raw QMP
+         floor (same commands, same DEVICE_DELETED wait), 15 interleaved
+         pairs on one running TCG guest
   capture-fixtures [QEMU]
          record this machine's QEMU help outputs under fixtures/qemu/<version>/
          (never edit those files by hand; re-run this instead)
@@ -50,6 +55,7 @@ fn main() -> Result<()> {
         Some("bench") => match std::env::args().nth(2).as_deref() {
             Some("plan") => bench_plan(),
             Some("start") => bench_start(),
+            Some("hotplug") => bench_hotplug(),
             other => bail!("unknown benchmark {other:?}; known: plan"),
         },
         Some("capture-fixtures") => capture_fixtures(std::env::args().nth(2)),
@@ -548,5 +554,29 @@ fn bench_start() -> Result<()> {
         &dir.join("run"),
         &dir.join("cache"),
         20,
+    )
+}
+
+fn bench_hotplug() -> Result<()> {
+    ensure_packages()?;
+    let g = guest()?;
+    run(
+        "cargo build --release -p kvm-hypervisor-cli",
+        cargo().args(["build", "--release", "--quiet", "-p", "kvm-hypervisor-cli"]),
+    )?;
+    let dir = root().join("target/bench-hotplug");
+    std::fs::create_dir_all(&dir)?;
+    let disk = dir.join("disk0.img");
+    std::fs::File::create(&disk)?.set_len(64 << 20)?;
+    let mut spec = demo_spec(&g, &disk);
+    spec["name"] = serde_json::json!("benchhp1");
+    let path = dir.join("benchhp1.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&spec)?)?;
+    bench_hotplug::bench_hotplug(
+        &root().join("target/release/kvm-hypervisor"),
+        &path,
+        &dir,
+        &dir.join("cache"),
+        15,
     )
 }
