@@ -56,7 +56,7 @@ fn main() -> Result<()> {
             Some("plan") => bench_plan(),
             Some("start") => bench_start(),
             Some("hotplug") => bench_hotplug(),
-            other => bail!("unknown benchmark {other:?}; known: plan"),
+            other => bail!("unknown benchmark {other:?}; known: plan, start, hotplug"),
         },
         Some("capture-fixtures") => capture_fixtures(std::env::args().nth(2)),
         Some("-h" | "--help") | None => {
