@@ -1079,6 +1079,12 @@ impl<'a> Session<'a> {
         let intent: Option<Intent> = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
+        let any_pending = self.record.disks.iter().any(|d| is_pending(&d.extra))
+            || self.record.nics.iter().any(|n| is_pending(&n.extra));
+        if intent.is_none() && !any_pending {
+            // Nothing to finish: spare QEMU the QOM walk.
+            return Ok(done);
+        }
         let peripherals = self.peripherals().await?;
         if let Some(intent) = intent {
             let present = peripherals.contains_key(&intent.id);

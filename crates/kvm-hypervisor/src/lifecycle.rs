@@ -1249,12 +1249,25 @@ fn allocate_uid(node: &Node, name: &str) -> Result<String, StartError> {
         ));
     }
     let dir = node.run.root().join("uid");
-    let _lock = state::InstanceLock::acquire(
+    let lock = state::InstanceLock::acquire(
         &dir.join(".pool.lock"),
         "uid pool",
         LockWait::Up(Duration::from_secs(10)),
     )?;
-    let used: BTreeSet<u32> = std::fs::read_dir(&dir)
+    let taken = take_free_uid(node, name, &dir);
+    // Removed while held (a waiter notices the new inode and retries), so
+    // the pool leaves no file behind.
+    let _ = std::fs::remove_file(lock.path());
+    drop(lock);
+    taken
+}
+
+fn take_free_uid(node: &Node, name: &str, dir: &Path) -> Result<String, StartError> {
+    let err = |why: String| StartError::UidPool {
+        name: name.to_owned(),
+        why,
+    };
+    let used: BTreeSet<u32> = std::fs::read_dir(dir)
         .map_err(|e| err(format!("cannot list {}: {e}", dir.display())))?
         .flatten()
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
