@@ -419,9 +419,6 @@ fn main() -> ExitCode {
     }
 }
 
-const QEMU_NOT_PROBED: &str =
-    "QEMU capabilities (not probed yet: QEMU probing arrives with the command-line planner)";
-
 fn validate(path: &std::path::Path, as_json: bool) -> anyhow::Result<ExitCode> {
     let loaded = match InstanceSpec::load(path) {
         Ok(loaded) => loaded,
@@ -456,11 +453,24 @@ fn validate(path: &std::path::Path, as_json: bool) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e).context("loading the instance spec"),
     };
-    let facts = host::gather(&loaded.spec);
+    let mut facts = host::gather(&loaded.spec);
+    // QEMU is probed (or read from the cache); a binary that cannot be
+    // probed leaves its checks unchecked, and says why.
+    let binary = PathBuf::from(loaded.spec.hvparams().kvm_path());
+    let probed = runtime()?.block_on(caps::capabilities(&binary, &caps::default_cache_dir()));
+    let probe_error = match probed {
+        Ok(p) => {
+            facts.hv.qemu = Some(host::qemu_facts(&p.caps));
+            None
+        }
+        Err(e) => Some(e.to_string()),
+    };
     let mut report = validate_on_host(&loaded.spec, &facts, loaded.generated.clone());
-    for f in &mut report.unchecked {
-        if f.message == "needs QEMU capabilities" {
-            f.message = format!("needs {QEMU_NOT_PROBED}");
+    if let Some(why) = probe_error {
+        for f in &mut report.unchecked {
+            if f.message == "needs QEMU capabilities" {
+                f.message = format!("needs QEMU capabilities ({why})");
+            }
         }
     }
     print_report(path, Some(loaded.spec.name().as_str()), &report, as_json)?;

@@ -148,3 +148,21 @@ pub fn plan_env(spec: &InstanceSpec, caps: &qemu_cmdline::QemuCaps) -> crate::pl
         spice_cert_dir: None,
     }
 }
+
+/// The facts hvparam validation needs from QEMU's capabilities.
+pub fn qemu_facts(caps: &qemu_cmdline::QemuCaps) -> crate::hvparams::QemuFacts {
+    let v = caps.version;
+    crate::hvparams::QemuFacts {
+        version: (v.major, v.minor, v.micro),
+        machines: caps
+            .machines
+            .iter()
+            .flat_map(|m| std::iter::once(m.name.clone()).chain(m.alias.clone()))
+            .collect(),
+        devices: caps.devices.clone(),
+        cpu_models: (!caps.cpu_models.is_empty()).then(|| caps.cpu_models.clone()),
+        migration_capabilities: (!caps.migration_capabilities.is_empty())
+            .then(|| caps.migration_capabilities.clone()),
+        spice: caps.features().spice,
+    }
+}

@@ -283,15 +283,24 @@ async fn start_locked(
             pid,
         });
     }
-    let report = validate_on_host(spec, &crate::host::gather(spec), Vec::new());
+    // Host checks first (a missing kvm_path is reported as such), then the
+    // same checks with what this QEMU can do.
+    let mut facts = crate::host::gather(spec);
+    let invalid = |problems| StartError::Invalid {
+        name: name.to_owned(),
+        problems,
+    };
+    let report = validate_on_host(spec, &facts, Vec::new());
     if !report.is_valid() {
-        return Err(StartError::Invalid {
-            name: name.to_owned(),
-            problems: report.problems,
-        });
+        return Err(invalid(report.problems));
     }
     let binary = PathBuf::from(spec.hvparams().kvm_path());
     let caps = caps::capabilities(&binary, &node.cache_dir).await?.caps;
+    facts.hv.qemu = Some(crate::host::qemu_facts(&caps));
+    let report = validate_on_host(spec, &facts, Vec::new());
+    if !report.is_valid() {
+        return Err(invalid(report.problems));
+    }
     let mut env = crate::host::plan_env(spec, &caps);
     let mut rb = Rollback { undo: Vec::new() };
     if spec.hvparams().security_model() == crate::hvparams::SecurityModel::Pool {
