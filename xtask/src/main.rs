@@ -96,29 +96,7 @@ fn have(program: &str) -> bool {
 
 /// Installs the Debian packages the tests need when their programs are missing.
 fn ensure_packages() -> Result<()> {
-    let wanted = [("qemu-system-x86_64", "qemu-system-x86")];
-    let missing: Vec<&str> = wanted
-        .iter()
-        .filter(|(program, _)| !have(program))
-        .map(|(_, package)| *package)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    if !have("apt-get") {
-        bail!("missing {missing:?} and no apt-get to install them with");
-    }
-    run(
-        "apt-get update",
-        Command::new("apt-get").args(["update", "-qq"]),
-    )?;
-    run(
-        &format!("apt-get install {}", missing.join(" ")),
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    install_missing(&[("qemu-system-x86_64", "qemu-system-x86")])
 }
 
 fn ci() -> Result<()> {
@@ -488,6 +466,9 @@ mv "$OUT.tmp" "$OUT""#,
 }
 
 fn install(packages: &[&str]) -> Result<()> {
+    if !have("apt-get") {
+        bail!("missing {packages:?} and no apt-get to install them with");
+    }
     run(
         "apt-get update",
         Command::new("apt-get").args(["update", "-qq"]),

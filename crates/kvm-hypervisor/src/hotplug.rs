@@ -53,7 +53,7 @@ use serde_json::{Map, Value as Json, json};
 use crate::hvparams::{DiskAio, DiskCache, DiskType, HvParams, NicType};
 use crate::lifecycle::{Node, connect};
 use crate::net::{NicConfig, NicMode as TapNicMode, Tap, TapName, TapOptions};
-use crate::spec::{DiskMode, DiskSource, DiskSpec, InstanceSpec, NicMode, NicSpec, SpecProblems};
+use crate::spec::{DiskMode, DiskSource, DiskSpec, InstanceSpec, NicSpec, SpecProblems};
 use crate::state::{
     self, DiskRecord, Format, InstanceLock, Liveness, LockWait, NicRecord, RuntimeRecord,
     StateError,
@@ -657,23 +657,7 @@ pub fn plan_hot_add_nic(
     if hv.use_chroot() {
         device = device.property("romfile", "");
     }
-    let config = NicConfig {
-        instance: instance_name(record),
-        instance_tags: Vec::new(),
-        index: record.nics.len(),
-        uuid: uuid.clone(),
-        name: nic.name().map(str::to_owned),
-        mac: nic.mac().to_string(),
-        mode: match nic.mode() {
-            NicMode::Bridged => TapNicMode::Bridged,
-            NicMode::Routed => TapNicMode::Routed,
-            NicMode::Openvswitch => TapNicMode::Openvswitch,
-        },
-        link: nic.link().to_owned(),
-        vlan: (!nic.vlan().is_empty()).then(|| nic.vlan().to_owned()),
-        ip: nic.ip(),
-        network: None,
-    };
+    let config = crate::lifecycle::nic_config_for(&instance_name(record), nic, record.nics.len());
     let record_entry = NicRecord {
         uuid,
         mac: Some(nic.mac().to_string()),

@@ -217,11 +217,15 @@ impl Rollback {
 }
 
 fn nic_config(spec: &InstanceSpec, i: usize) -> NicConfig {
-    let n = &spec.nics()[i];
+    nic_config_for(spec.name().as_str(), &spec.nics()[i], i)
+}
+
+/// The network configuration of NIC `n`, the `index`th of `instance`.
+pub(crate) fn nic_config_for(instance: &str, n: &crate::spec::NicSpec, index: usize) -> NicConfig {
     NicConfig {
-        instance: spec.name().to_string(),
+        instance: instance.to_owned(),
         instance_tags: Vec::new(),
-        index: i,
+        index,
         uuid: n.uuid().to_string(),
         name: n.name().map(str::to_owned),
         mac: n.mac().to_string(),
