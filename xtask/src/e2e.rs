@@ -452,24 +452,28 @@ fn mem_total_kib(console: &mut Console) -> Result<u64> {
         .context("no MemTotal")
 }
 
-/// Waits (pidfd-free: `kill -0` on a process we may not reap would lie, so
-/// watch /proc for the zombie or the end) for `pid` to be gone, 30 s at most.
+/// Waits up to 30 s for `pid` to exit, through a pidfd: it signals the
+/// exit even while the process lingers as a zombie nobody has reaped.
 fn wait_gone(pid: i64) -> Result<()> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => return Ok(()),
-            Ok(s)
-                if s.rsplit_once(')')
-                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z')) =>
-            {
-                return Ok(());
-            }
-            // A SIGKILLed process is gone within microseconds; yield while it dies.
-            Ok(_) => std::thread::yield_now(),
-        }
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open(2) returns a new descriptor we own, or -1.
+    let raw = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    let Ok(raw) = i32::try_from(raw) else {
+        bail!("pidfd_open({pid}) gave {raw}");
+    };
+    if raw < 0 {
+        // No such process: already gone.
+        return Ok(());
     }
-    bail!("pid {pid} still alive 30 s after SIGKILL")
+    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut fds = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(30_000u16))?;
+    ensure!(ready > 0, "pid {pid} still alive 30 s after SIGKILL");
+    Ok(())
 }
 
 /// Files left in the run directory (directories themselves do not count).

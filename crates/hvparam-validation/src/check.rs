@@ -25,8 +25,9 @@ const SPICE_ADDITIONAL: &[&str] = &[
     "spice_use_tls",
 ];
 
-/// Whether `p` is what Python's `os.path.normpath(p) == p and isabs(p)` accepts.
-pub(crate) fn is_norm_abs_path(p: &str) -> bool {
+/// Whether `p` is what Python's `os.path.normpath(p) == p and isabs(p)`
+/// accepts (Ganeti's `IsNormAbsPath`).
+pub fn is_norm_abs_path(p: &str) -> bool {
     if p == "/" {
         return true;
     }

@@ -49,7 +49,7 @@ mod problem;
 mod value;
 
 pub use assess::{Warning, WarningKind};
-pub use check::SERIAL_SPEEDS;
+pub use check::{SERIAL_SPEEDS, is_norm_abs_path};
 pub use cpumask::{CpuMask, CpuMaskError, CpuSet, MAX_CPU_ID};
 pub use enums::{
     BootOrder, DiskAio, DiskCache, DiskDiscard, DiskType, KvmFlag, MigrationMode, NicType,

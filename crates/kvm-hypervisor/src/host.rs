@@ -1,7 +1,7 @@
 //! Gathering facts about this host. This is where validation's I/O happens,
 //! so that [`crate::validate`] and the hvparam checks stay pure.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -113,11 +113,6 @@ fn interfaces() -> BTreeMap<String, Vec<IpAddr>> {
 fn online_cpus() -> Option<u32> {
     let n = nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN).ok()??;
     u32::try_from(n).ok()
-}
-
-/// The set of network interface names on this host.
-pub fn interface_names() -> BTreeSet<String> {
-    interfaces().into_keys().collect()
 }
 
 /// The host facts a plan needs, for `spec` on a QEMU with `caps`.

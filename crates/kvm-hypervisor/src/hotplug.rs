@@ -52,7 +52,7 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::hvparams::{DiskAio, DiskCache, DiskType, HvParams, NicType};
 use crate::lifecycle::{Node, connect};
-use crate::net::{NicConfig, NicMode as TapNicMode, Tap, TapName, TapOptions};
+use crate::net::{NicConfig, Tap, TapName, TapOptions};
 use crate::spec::{DiskMode, DiskSource, DiskSpec, InstanceSpec, NicSpec, SpecProblems};
 use crate::state::{
     self, DiskRecord, Format, InstanceLock, Liveness, LockWait, NicRecord, RuntimeRecord,
@@ -1092,7 +1092,7 @@ impl<'a> Session<'a> {
                     let mut steps = Vec::new();
                     if let Some(n) = &intent.nic
                         && let Some((cfg, tap)) =
-                            nic_config_of(&self.name, n, self.record.nics.len())
+                            crate::lifecycle::nic_config_of(&self.name, n, self.record.nics.len())
                     {
                         steps.push(Undo::NicDown(Box::new((cfg, tap))));
                     }
@@ -1197,7 +1197,7 @@ impl<'a> Session<'a> {
             }
             if let Some(pos) = self.record.nics.iter().position(|n| n.uuid == uuid) {
                 let n = self.record.nics.remove(pos);
-                if let Some((cfg, tap)) = nic_config_of(&self.name, &n, pos) {
+                if let Some((cfg, tap)) = crate::lifecycle::nic_config_of(&self.name, &n, pos) {
                     nic_down(&cfg, &tap).await;
                 }
                 let _ = std::fs::remove_file(self.node.run.nic_file(&self.name, uuid));
@@ -1563,31 +1563,6 @@ fn nic_id(n: &NicRecord) -> String {
             .map(|i| i.to_string())
             .unwrap_or_default()
     })
-}
-
-fn nic_config_of(name: &str, n: &NicRecord, index: usize) -> Option<(NicConfig, TapName)> {
-    let tap = n.tap.as_deref().and_then(|t| TapName::new(t).ok())?;
-    let mode = match n.mode.as_deref() {
-        Some("routed") => TapNicMode::Routed,
-        Some("bridged") => TapNicMode::Bridged,
-        _ => return None,
-    };
-    Some((
-        NicConfig {
-            instance: name.to_owned(),
-            instance_tags: Vec::new(),
-            index,
-            uuid: n.uuid.clone(),
-            name: n.name.clone(),
-            mac: n.mac.clone().unwrap_or_default(),
-            mode,
-            link: n.link.clone().unwrap_or_default(),
-            vlan: n.vlan.clone().filter(|v| !v.is_empty()),
-            ip: n.ip.as_deref().and_then(|i| i.parse().ok()),
-            network: None,
-        },
-        tap,
-    ))
 }
 
 async fn nic_down(cfg: &NicConfig, tap: &TapName) {

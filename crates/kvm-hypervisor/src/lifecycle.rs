@@ -7,7 +7,7 @@
 //! (Ganeti tears it down while the guest still runs, reference §11.2.2).
 
 use std::collections::BTreeSet;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -61,11 +61,6 @@ impl Node {
     pub fn with_uid_pool(mut self, pool: Vec<(u32, u32)>) -> Node {
         self.uid_pool = pool;
         self
-    }
-
-    /// `log/<name>.log`: QEMU's stderr.
-    pub fn log_file(&self, name: &str) -> PathBuf {
-        self.run.qemu_log(name)
     }
 }
 
@@ -321,7 +316,7 @@ async fn start_locked(
             });
         }
     };
-    let log = node.log_file(name);
+    let log = node.run.qemu_log(name);
     let netlink = if plan.taps.is_empty() {
         None
     } else {
@@ -494,7 +489,7 @@ async fn launch(
     if !opts.paused {
         at("cont", qmp.execute(Cont).await)?;
     }
-    let record = runtime_record(spec, plan, &tap_names, pid);
+    let record = runtime_record(spec, plan, &tap_names);
     at("record", run.write_record(name, &record, Format::Ours))?;
     let _ = std::fs::remove_file(run.ctrl(name, ".shutdown"));
     Ok(Started {
@@ -585,12 +580,7 @@ fn set_affinity(tid: i32, cpus: &BTreeSet<u32>) -> Result<(), PinError> {
         .map_err(|e| PinError(format!("thread {tid}: {e}")))
 }
 
-fn runtime_record(
-    spec: &InstanceSpec,
-    plan: &LaunchPlan,
-    taps: &[String],
-    _pid: i32,
-) -> RuntimeRecord {
+fn runtime_record(spec: &InstanceSpec, plan: &LaunchPlan, taps: &[String]) -> RuntimeRecord {
     let mut instance = match serde_json::to_value(spec) {
         Ok(Json::Object(m)) => m,
         _ => Map::new(),
@@ -730,27 +720,25 @@ pub async fn stop(node: &Node, name: &str, opts: StopOptions) -> Result<Ending, 
         deconfigure_nics(name, r).await;
     }
     let _ = node.run.cleanup_locked(name, lock);
-    let _ = std::fs::remove_file(node.log_file(name));
     tracing::info!(instance = name, ?ending, "stopped");
     Ok(ending)
 }
 
 /// `--force`: SIGKILL at once.
 async fn kill_now(name: &str, pid: i32) -> Result<Ending, StopError> {
-    let Some(exit) = ProcessExit::watch(pid) else {
-        return Ok(Ending::NotRunning);
-    };
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
+    match kill_and_wait(
+        pid,
         nix::sys::signal::Signal::SIGKILL,
-    );
-    if exit.wait(Duration::from_secs(10)).await {
-        Ok(Ending::Killed)
-    } else {
-        Err(StopError::Unkillable {
+        Duration::from_secs(10),
+    )
+    .await
+    {
+        None => Ok(Ending::NotRunning),
+        Some(true) => Ok(Ending::Killed),
+        Some(false) => Err(StopError::Unkillable {
             name: name.to_owned(),
             pid,
-        })
+        }),
     }
 }
 
@@ -795,25 +783,41 @@ async fn end_qemu(
 }
 
 async fn deconfigure_nics(name: &str, r: &RuntimeRecord) {
-    let routed_or_bridged: Vec<&state::NicRecord> =
-        r.nics.iter().filter(|n| n.tap.is_some()).collect();
-    if routed_or_bridged.is_empty() {
+    let nics: Vec<(NicConfig, TapName)> = r
+        .nics
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| nic_config_of(name, n, i))
+        .collect();
+    if nics.is_empty() {
         return;
     }
     let Ok(nl) = Netlink::new() else { return };
-    for (i, n) in routed_or_bridged.into_iter().enumerate() {
-        let Some(tap) = n.tap.as_deref().and_then(|t| TapName::new(t).ok()) else {
-            continue;
-        };
-        let mode = match n.mode.as_deref() {
-            Some("routed") => TapNicMode::Routed,
-            Some("bridged") => TapNicMode::Bridged,
-            _ => continue,
-        };
-        let nic = NicConfig {
+    for (nic, tap) in nics {
+        if let Err(e) = crate::net::deconfigure_native(&nl, &nic, &tap).await {
+            tracing::warn!(instance = name, tap = %tap, error = %e, "NIC down configuration failed");
+        }
+    }
+}
+
+/// The network configuration of a recorded NIC with a native mode (bridged
+/// or routed) and a tap, the `index`th of instance `name`.
+pub(crate) fn nic_config_of(
+    name: &str,
+    n: &state::NicRecord,
+    index: usize,
+) -> Option<(NicConfig, TapName)> {
+    let tap = n.tap.as_deref().and_then(|t| TapName::new(t).ok())?;
+    let mode = match n.mode.as_deref() {
+        Some("routed") => TapNicMode::Routed,
+        Some("bridged") => TapNicMode::Bridged,
+        _ => return None,
+    };
+    Some((
+        NicConfig {
             instance: name.to_owned(),
             instance_tags: Vec::new(),
-            index: i,
+            index,
             uuid: n.uuid.clone(),
             name: n.name.clone(),
             mac: n.mac.clone().unwrap_or_default(),
@@ -822,20 +826,21 @@ async fn deconfigure_nics(name: &str, r: &RuntimeRecord) {
             vlan: n.vlan.clone().filter(|v| !v.is_empty()),
             ip: n.ip.as_deref().and_then(|i| i.parse().ok()),
             network: None,
-        };
-        if let Err(e) = crate::net::deconfigure_native(&nl, &nic, &tap).await {
-            tracing::warn!(instance = name, tap = %tap, error = %e, "NIC down configuration failed");
-        }
-    }
+        },
+        tap,
+    ))
 }
 
-/// Kills `pid` with `signal` and waits for it to exit, at most `limit`.
-async fn kill_and_wait(pid: i32, signal: nix::sys::signal::Signal, limit: Duration) {
-    let Some(exit) = ProcessExit::watch(pid) else {
-        return;
-    };
+/// Kills `pid` with `signal` and waits for it to exit, at most `limit`:
+/// `None` when it does not exist, else whether it exited in time.
+async fn kill_and_wait(
+    pid: i32,
+    signal: nix::sys::signal::Signal,
+    limit: Duration,
+) -> Option<bool> {
+    let exit = ProcessExit::watch(pid)?;
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
-    exit.wait(limit).await;
+    Some(exit.wait(limit).await)
 }
 
 /// Waits for a process (not necessarily our child) to exit through a pidfd,
@@ -878,11 +883,6 @@ impl ProcessExit {
             tokio::time::timeout(limit, self.fd.readable()).await,
             Ok(Ok(_))
         )
-    }
-
-    /// The raw descriptor, for diagnostics.
-    pub fn raw(&self) -> i32 {
-        self.fd.get_ref().as_raw_fd()
     }
 }
 
@@ -1093,9 +1093,7 @@ pub fn list(node: &Node) -> Result<Vec<String>, StateError> {
 
 /// Removes every file of a stopped instance; refuses a live one.
 pub fn cleanup(node: &Node, name: &str) -> Result<Vec<PathBuf>, StateError> {
-    let done = node.run.cleanup(name)?;
-    let _ = std::fs::remove_file(node.log_file(name));
-    Ok(done)
+    node.run.cleanup(name)
 }
 
 /// Sets the balloon target of a running instance.

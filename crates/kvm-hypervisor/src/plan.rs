@@ -515,7 +515,7 @@ pub fn plan_start(
 
     // Consoles.
     if !vnc.is_empty() {
-        inv.display = Display::Vnc(vnc_opts(spec, run, env, &mut inv.objects)?);
+        inv.display = Display::Vnc(vnc_opts(spec, env, &mut inv.objects)?);
     } else if !spice.is_empty() {
         inv.display = Display::Spice(spice_opts(spec, env)?);
     }
@@ -911,7 +911,6 @@ fn resolve_bind(
 
 fn vnc_opts(
     spec: &InstanceSpec,
-    run: &RunDir,
     env: &PlanEnv,
     objects: &mut Vec<Opts>,
 ) -> Result<Opts, PlanError> {
@@ -919,7 +918,6 @@ fn vnc_opts(
     let bind = hv.vnc_bind_address();
     if bind.starts_with('/') {
         let path = PathBuf::from(bind).join(format!("{}.vnc", spec.name()));
-        let _ = run;
         return Ok(Opts::new(&format!("unix:{}", path.display())));
     }
     let addr = resolve_bind("vnc_bind_address", bind, None, env)?;

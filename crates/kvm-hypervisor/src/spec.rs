@@ -875,7 +875,7 @@ impl Cx {
                         },
                     );
                 }
-                if !is_norm_abs_path(p) {
+                if !hvparams::is_norm_abs_path(p) {
                     self.push(
                         join(field, "path"),
                         SpecReason::NotAbsolutePath(p.to_owned()),
@@ -1093,16 +1093,6 @@ fn join(base: &str, key: &str) -> String {
     } else {
         format!("{base}.{key}")
     }
-}
-
-fn is_norm_abs_path(p: &str) -> bool {
-    p == "/"
-        || p.strip_prefix('/').is_some_and(|rest| {
-            !p.contains('\0')
-                && rest
-                    .split('/')
-                    .all(|c| !c.is_empty() && c != "." && c != "..")
-        })
 }
 
 fn is_vlan(v: &str) -> bool {
