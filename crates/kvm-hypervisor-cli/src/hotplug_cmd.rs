@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
+use kvm_hypervisor::Node;
 use kvm_hypervisor::hotplug::{self, Added, Removal};
-use kvm_hypervisor::lifecycle::Node;
 use serde_json::{Value, json};
 
 use crate::runtime;

@@ -8,16 +8,17 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use kvm_hypervisor as lifecycle;
 use kvm_hypervisor::hvparams;
 use kvm_hypervisor::spec::{InstanceSpec, SpecError};
 use kvm_hypervisor::state;
 use kvm_hypervisor::validate::{Finding, Report, validate_on_host};
-use kvm_hypervisor::{caps, cmdline, host, lifecycle};
+use kvm_hypervisor::{caps, cmdline, host};
 use serde_json::json;
 
 /// Manage QEMU/KVM virtual machines on this node (Ganeti-compatible).
 #[derive(Parser)]
-#[command(name = "kvm-hypervisor", version, about)]
+#[command(name = "kvm-hypervisor", version, about, after_help = EXIT_STATUS)]
 struct Cli {
     /// The run directory [default: /run/kvm-hypervisor for root,
     /// $XDG_RUNTIME_DIR/kvm-hypervisor otherwise]. Point it at Ganeti's
@@ -290,6 +291,16 @@ enum RecordFormat {
     Ganeti,
 }
 
+/// The exit statuses, as `--help` shows them.
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  success
+  1  invalid input: a spec, hvparams, or arguments that parse but are wrong
+  2  usage error (unknown command or option, missing argument)
+  3  no such instance (not running and no runtime record)
+  4  busy or in the wrong state: locked, already running, not running
+  5  the operation failed: QEMU, the host, a timeout";
+
 /// Exit status for an invalid spec.
 const INVALID: u8 = 1;
 
@@ -300,13 +311,13 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     if let Some(pool) = &cli.uid_pool {
-        match lifecycle::parse_uid_pool(pool) {
+        match state::UidPool::parse(pool) {
             Ok(p) => {
                 let _ = UID_POOL.set(p);
             }
             Err(e) => {
                 eprintln!("Error: --uid-pool: {e}");
-                return ExitCode::from(2);
+                return ExitCode::from(INVALID);
             }
         }
     }
@@ -414,7 +425,7 @@ fn main() -> ExitCode {
             for cause in err.chain().skip(1) {
                 eprintln!("caused by: {cause}");
             }
-            ExitCode::from(2)
+            ExitCode::from(kvm_hypervisor::error_kind(err.as_ref()).exit_status())
         }
     }
 }
@@ -784,7 +795,7 @@ fn plan(
     let probed = runtime()?.block_on(caps::capabilities(&binary, &dir))?;
     let env = host::plan_env(&spec, &probed.caps);
     let run = state::RunDir::at(run_dir.unwrap_or_else(state::RunDir::default_path));
-    let plan = match kvm_hypervisor::plan::plan_start(&spec, &probed.caps, &run, &env) {
+    let plan = match kvm_hypervisor::plan_start(&spec, &probed.caps, &run, &env) {
         Ok(p) => p,
         Err(e) => {
             let mut msg = format!("Error: cannot plan {}: {e}", spec.name());
@@ -798,7 +809,8 @@ fn plan(
         }
     };
     if as_json {
-        let hv = |d: &kvm_hypervisor::plan::PlannedDevice| json!({"uuid": d.uuid, "hvinfo": d.hvinfo.to_json()});
+        let disk = |d: &kvm_hypervisor::devices::DiskDevice| json!({"uuid": d.record().uuid, "hvinfo": d.device().hvinfo().to_json()});
+        let nic = |d: &kvm_hypervisor::devices::NicDevice| json!({"uuid": d.record().uuid, "hvinfo": d.device().hvinfo().to_json()});
         let out = json!({
             "name": spec.name(),
             "machine": plan.machine,
@@ -806,8 +818,8 @@ fn plan(
             "argv": plan.argv,
             "listen_sockets": plan.listen_sockets,
             "taps": plan.taps,
-            "disks": plan.disks.iter().map(hv).collect::<Vec<_>>(),
-            "nics": plan.nics.iter().map(hv).collect::<Vec<_>>(),
+            "disks": plan.disks.iter().map(disk).collect::<Vec<_>>(),
+            "nics": plan.nics.iter().map(nic).collect::<Vec<_>>(),
             "warnings": plan.warnings,
             "caps_cached": probed.cached,
         });
@@ -824,7 +836,7 @@ fn plan(
 }
 
 /// The node's uid pool, from --uid-pool.
-static UID_POOL: std::sync::OnceLock<Vec<(u32, u32)>> = std::sync::OnceLock::new();
+static UID_POOL: std::sync::OnceLock<state::UidPool> = std::sync::OnceLock::new();
 
 fn node(run_dir: Option<PathBuf>, cache_dir: Option<PathBuf>) -> anyhow::Result<lifecycle::Node> {
     let root = run_dir.unwrap_or_else(state::RunDir::default_path);
@@ -999,7 +1011,7 @@ fn qmp_command(
         (None, Some(name)) => {
             state::check_name(&name)?;
             state::RunDir::at(run_dir.unwrap_or_else(state::RunDir::default_path))
-                .ctrl(&name, ".qmp")
+                .socket(&name, state::Socket::Qmp)
         }
         (None, None) => anyhow::bail!("give --socket or --instance"),
     };

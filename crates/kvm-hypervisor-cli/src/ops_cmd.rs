@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use kvm_hypervisor::lifecycle::{self, Node};
-use kvm_hypervisor::node::{self, Verdict};
+use kvm_hypervisor::node::{self, CheckOutcome as Verdict};
 use kvm_hypervisor::state;
+use kvm_hypervisor::{self as lifecycle, Node};
 use serde_json::{Value, json};
 
 use crate::runtime;
@@ -59,7 +59,7 @@ fn console_info(node: &Node, name: &str) -> anyhow::Result<Value> {
         .unwrap_or(true)
     {
         consoles.push(
-            json!({"kind": "serial", "socket": node.run.ctrl(name, ".serial"),
+            json!({"kind": "serial", "socket": node.run.socket(name, kvm_hypervisor::state::Socket::Serial),
                              "command": format!("kvm-hypervisor console {name}")}),
         );
     }
@@ -111,11 +111,15 @@ pub(crate) fn console(
 /// Attaches this terminal to the serial console (raw mode; Ctrl-] ends),
 /// resuming a paused VM first, as Ganeti's console wrapper does.
 fn attach(node: &Node, name: &str) -> anyhow::Result<ExitCode> {
-    let socket = node.run.ctrl(name, ".serial");
+    let socket = node.run.socket(name, kvm_hypervisor::state::Socket::Serial);
     let stream = std::os::unix::net::UnixStream::connect(&socket)
         .with_context(|| format!("connecting to the serial console {}", socket.display()))?;
     runtime()?.block_on(async {
-        let qmp = lifecycle::connect(&node.run.ctrl(name, ".qmp"), Duration::from_secs(5)).await?;
+        let qmp = lifecycle::connect(
+            &node.run.socket(name, kvm_hypervisor::state::Socket::Qmp),
+            Duration::from_secs(5),
+        )
+        .await?;
         let status = qmp.execute(kvm_hypervisor::qmp::QueryStatus).await?;
         if !status.running {
             qmp.execute(kvm_hypervisor::qmp::Cont).await?;

@@ -120,9 +120,9 @@ fn validate_bad_json_syntax_exits_1_with_position() {
 }
 
 #[test]
-fn validate_missing_file_is_a_usage_error_with_a_cause_chain() {
+fn validate_missing_file_is_invalid_input_with_a_cause_chain() {
     let out = run(&["validate", "/nonexistent/spec.json"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         "Error: loading the instance spec\ncaused by: cannot read /nonexistent/spec.json\ncaused by: No such file or directory (os error 2)\n"
@@ -216,9 +216,9 @@ fn runtime_show_json_is_our_versioned_record() {
 }
 
 #[test]
-fn runtime_show_unknown_run_dir_is_an_error() {
+fn runtime_show_unknown_run_dir_is_a_failure() {
     let out = run(&["--run-dir", "/nonexistent/run", "runtime", "show", "web1"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(5));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         "Error: opening run directory /nonexistent/run\ncaused by: No such file or directory (os error 2)\n"
@@ -228,4 +228,106 @@ fn runtime_show_unknown_run_dir_is_an_error() {
 #[test]
 fn runtime_show_needs_a_name_or_a_file() {
     assert_eq!(run(&["runtime", "show"]).status.code(), Some(2));
+}
+
+/// An empty run directory of this test, removed when dropped.
+struct TempRun(PathBuf);
+
+impl TempRun {
+    fn new(test: &str) -> TempRun {
+        let dir = std::env::temp_dir().join(format!("kvmhv-cli-run-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp run dir");
+        TempRun(dir)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--run-dir", self.0.to_str().expect("utf-8")];
+        all.extend_from_slice(args);
+        run(&all)
+    }
+}
+
+impl Drop for TempRun {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn info_of_an_unknown_instance_exits_3() {
+    let r = TempRun::new("info-unknown");
+    let out = r.run(&["info", "nosuch"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: instance nosuch is not running and has no runtime record\n"
+    );
+}
+
+#[test]
+fn balloon_of_an_unknown_instance_exits_3() {
+    let r = TempRun::new("balloon-unknown");
+    let out = r.run(&["balloon", "nosuch", "64"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: instance nosuch is not running and has no runtime record\n"
+    );
+}
+
+#[test]
+fn hotplug_on_an_unknown_instance_exits_3() {
+    let r = TempRun::new("hotplug-unknown");
+    let out = r.run(&["hotplug", "check", "nosuch"]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn hotplug_on_a_stopped_instance_with_a_record_exits_4() {
+    let r = TempRun::new("hotplug-stopped");
+    let record = r#"{"version": 1, "instance": {"name": "down1"}, "hvparams": {}, "argv": []}"#;
+    std::fs::create_dir_all(r.0.join("conf")).expect("conf");
+    std::fs::write(r.0.join("conf/down1.runtime"), record).expect("record");
+    let out = r.run(&["hotplug", "check", "down1"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: instance down1 is not running\n"
+    );
+}
+
+#[test]
+fn bad_instance_name_exits_1() {
+    let r = TempRun::new("bad-name");
+    let out = r.run(&["info", "../etc"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: `../etc` is not a usable instance name: it contains `/`\n"
+    );
+}
+
+#[test]
+fn start_of_an_invalid_spec_exits_1_like_validate() {
+    let r = TempRun::new("start-invalid");
+    let spec = fixture("five-mistakes.json");
+    assert_eq!(run(&["validate", &spec]).status.code(), Some(1));
+    assert_eq!(r.run(&["start", &spec]).status.code(), Some(1));
+}
+
+#[test]
+fn a_bad_uid_pool_is_invalid_input() {
+    let r = TempRun::new("uid-pool");
+    let out = r.run(&["--uid-pool", "3000-2000", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: --uid-pool: range `3000-2000` is descending\n"
+    );
+}
+
+#[test]
+fn help_documents_the_exit_statuses() {
+    let out = run(&["--help"]);
+    assert!(stdout(&out).contains("  3  no such instance (not running and no runtime record)\n"));
 }

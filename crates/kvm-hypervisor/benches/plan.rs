@@ -5,9 +5,9 @@ use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kvm_hypervisor::cmdline::QemuCaps;
-use kvm_hypervisor::plan::{PlanEnv, plan_start};
 use kvm_hypervisor::spec::InstanceSpec;
 use kvm_hypervisor::state::RunDir;
+use kvm_hypervisor::{PlanEnv, plan_start};
 use serde_json::json;
 
 fn caps() -> QemuCaps {

@@ -116,13 +116,16 @@ fn online_cpus() -> Option<u32> {
 }
 
 /// The host facts a plan needs, for `spec` on a QEMU with `caps`.
-pub fn plan_env(spec: &InstanceSpec, caps: &qemu_cmdline::QemuCaps) -> crate::plan::PlanEnv {
+pub fn plan_env(
+    spec: &InstanceSpec,
+    caps: &qemu_cmdline::QemuCaps,
+) -> crate::launch::plan::PlanEnv {
     let hv = spec.hvparams();
     let binds = [hv.vnc_bind_address(), hv.spice_bind()];
     let wants_interfaces = binds
         .iter()
         .any(|b| !b.is_empty() && b.parse::<IpAddr>().is_err() && !b.starts_with('/'));
-    crate::plan::PlanEnv {
+    crate::launch::plan::PlanEnv {
         kvm_usable: caps.kvm.unwrap_or(false),
         vhost_net: Path::new(VHOST_NET_DEVICE).exists(),
         interfaces: if wants_interfaces {
@@ -141,6 +144,8 @@ pub fn plan_env(spec: &InstanceSpec, caps: &qemu_cmdline::QemuCaps) -> crate::pl
         pool_user: None,
         spare_root_ports: 4,
         spice_cert_dir: None,
+        available_memory_mib: crate::node::meminfo("MemAvailable"),
+        mode: crate::launch::plan::StartMode::Fresh,
     }
 }
 

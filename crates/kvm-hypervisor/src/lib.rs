@@ -22,12 +22,16 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod caps;
+pub mod devices;
 pub mod host;
 pub mod hotplug;
-pub mod lifecycle;
+mod instance;
+mod launch;
+mod lifecycle;
+mod migration;
 pub mod monitor;
 pub mod node;
-pub mod plan;
+mod outcome;
 pub mod process;
 pub mod spec;
 pub mod validate;
@@ -36,6 +40,20 @@ pub mod validate;
 pub use device_slots as slots;
 /// The hvparam definitions and checks, re-exported for users of this crate.
 pub use hvparam_validation as hvparams;
+pub use instance::{Instance, OpenError, ProcessExit, connect};
+pub use launch::execute::MONITOR_TIMEOUT;
+pub use launch::plan::{
+    FIRST_PASSED_FD, LaunchPlan, ListenSocket, PlanEnv, PlanError, PostStartStep, StartMode,
+    TapPlan, plan_start,
+};
+pub use launch::rollback::{Rollback, Undo};
+pub use launch::{StartError, StartOptions, Started, start};
+pub use lifecycle::{
+    BalloonError, DeviceSummary, Ending, InfoError, InstanceInfo, InstanceState, RebootError,
+    StopError, StopOptions, balloon, cleanup, info, list, reboot, spec_from_record, stop,
+};
+pub use node::{Node, NodeInfo};
+pub use outcome::{Classify, ErrorKind, error_kind};
 /// The QEMU command-line model and capabilities, re-exported.
 pub use qemu_cmdline as cmdline;
 /// The QMP client, re-exported.

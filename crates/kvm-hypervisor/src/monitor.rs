@@ -23,7 +23,7 @@ use crate::state::{RunDir, write_atomic};
 
 /// What the monitor concluded when an instance's QEMU went away.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Verdict {
+pub struct GuestExit {
     /// The instance.
     pub instance: String,
     /// Whether the guest shut itself down.
@@ -76,7 +76,7 @@ pub fn decide<'a>(
 /// Runs until `shutdown` resolves; sends each verdict on `verdicts`.
 pub async fn run(
     run: RunDir,
-    verdicts: mpsc::UnboundedSender<Verdict>,
+    verdicts: mpsc::UnboundedSender<GuestExit>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), MonitorError> {
     let ctrl = run.root().join("ctrl");
@@ -153,13 +153,13 @@ impl std::os::fd::AsRawFd for Watch {
 async fn watch_instance(
     run: RunDir,
     name: String,
-    verdicts: mpsc::UnboundedSender<Verdict>,
+    verdicts: mpsc::UnboundedSender<GuestExit>,
     watched: Arc<Mutex<BTreeSet<String>>>,
 ) {
-    let socket = run.ctrl(&name, ".kvmd");
+    let socket = run.socket(&name, crate::state::Socket::Kvmd);
     let outcome = async {
         let qmp: Client =
-            crate::lifecycle::connect(&socket, std::time::Duration::from_secs(10)).await?;
+            crate::instance::connect(&socket, std::time::Duration::from_secs(10)).await?;
         let mut events = qmp.events();
         let mut seen = Vec::new();
         // Until QEMU closes the connection (it exited).
@@ -171,7 +171,7 @@ async fn watch_instance(
     .await;
     if let Ok(seen) = outcome {
         let (by_guest, reason) = decide(seen.iter().map(|e: &Event| (e.name.as_str(), &e.data)));
-        let flag = run.ctrl(&name, ".shutdown");
+        let flag = run.shutdown_flag(&name);
         if by_guest {
             if let Err(e) = write_atomic(&flag, b"", 0o600) {
                 tracing::warn!(instance = name, error = %e, "cannot record the guest shutdown");
@@ -180,7 +180,7 @@ async fn watch_instance(
         } else {
             let _ = std::fs::remove_file(&flag);
         }
-        let _ = verdicts.send(Verdict {
+        let _ = verdicts.send(GuestExit {
             instance: name.clone(),
             by_guest,
             reason,

@@ -2,12 +2,44 @@
 //! (`verify`), as Ganeti's `GetNodeInfo` and `Verify`.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::caps;
-use crate::state::RunDir;
+use crate::state::{RunDir, StateError, UidPool};
+
+/// A node: its run directory and capability cache.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The run directory.
+    pub run: RunDir,
+    /// Where QEMU capabilities are cached.
+    pub cache_dir: PathBuf,
+    /// The uid pool for `security_model=pool` (inclusive ranges), as
+    /// Ganeti's cluster-wide `uid_pool`.
+    pub uid_pool: UidPool,
+}
+
+impl Node {
+    /// Opens (creating if needed) the run directory at `run_root`.
+    pub fn open(
+        run_root: impl Into<PathBuf>,
+        cache_dir: impl Into<PathBuf>,
+    ) -> Result<Node, StateError> {
+        Ok(Node {
+            run: RunDir::open(run_root)?,
+            cache_dir: cache_dir.into(),
+            uid_pool: UidPool::default(),
+        })
+    }
+
+    /// Sets the uid pool.
+    pub fn with_uid_pool(mut self, pool: UidPool) -> Node {
+        self.uid_pool = pool;
+        self
+    }
+}
 
 /// Facts about this node.
 #[derive(Debug, Clone, Serialize)]
@@ -24,7 +56,7 @@ pub struct NodeInfo {
     pub kvm: Option<bool>,
 }
 
-fn meminfo(key: &str) -> Option<u64> {
+pub(crate) fn meminfo(key: &str) -> Option<u64> {
     std::fs::read_to_string("/proc/meminfo")
         .ok()?
         .lines()
@@ -60,7 +92,7 @@ pub async fn node_info(qemu: &Path, cache_dir: &Path) -> NodeInfo {
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Verdict {
+pub enum CheckOutcome {
     /// Fine.
     Ok,
     /// Works, with a caveat.
@@ -75,7 +107,7 @@ pub struct Check {
     /// What was checked.
     pub what: &'static str,
     /// The verdict.
-    pub verdict: Verdict,
+    pub verdict: CheckOutcome,
     /// Details.
     pub detail: String,
 }
@@ -94,20 +126,20 @@ pub async fn verify(qemu: &Path, cache_dir: &Path, run: &RunDir) -> Vec<Check> {
     match caps::capabilities(qemu, cache_dir).await {
         Ok(p) => check(
             "qemu",
-            Verdict::Ok,
+            CheckOutcome::Ok,
             format!("{} runs: QEMU {}", qemu.display(), p.caps.version),
         ),
-        Err(e) => check("qemu", Verdict::Fail, format!("{e}")),
+        Err(e) => check("qemu", CheckOutcome::Fail, format!("{e}")),
     }
     match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
     {
-        Ok(_) => check("kvm", Verdict::Ok, "/dev/kvm can be opened".into()),
+        Ok(_) => check("kvm", CheckOutcome::Ok, "/dev/kvm can be opened".into()),
         Err(e) => check(
             "kvm",
-            Verdict::Warn,
+            CheckOutcome::Warn,
             format!("/dev/kvm: {e}; guests will run under TCG emulation"),
         ),
     }
@@ -116,19 +148,23 @@ pub async fn verify(qemu: &Path, cache_dir: &Path, run: &RunDir) -> Vec<Check> {
         .write(true)
         .open("/dev/net/tun")
     {
-        Ok(_) => check("tun", Verdict::Ok, "/dev/net/tun can be opened".into()),
+        Ok(_) => check("tun", CheckOutcome::Ok, "/dev/net/tun can be opened".into()),
         Err(e) => check(
             "tun",
-            Verdict::Fail,
+            CheckOutcome::Fail,
             format!("/dev/net/tun: {e}; instances with NICs cannot start"),
         ),
     }
     if Path::new(crate::host::VHOST_NET_DEVICE).exists() {
-        check("vhost-net", Verdict::Ok, "/dev/vhost-net exists".into());
+        check(
+            "vhost-net",
+            CheckOutcome::Ok,
+            "/dev/vhost-net exists".into(),
+        );
     } else {
         check(
             "vhost-net",
-            Verdict::Warn,
+            CheckOutcome::Warn,
             "/dev/vhost-net is missing: set vhost_net=false (or load vhost_net)".into(),
         );
     }
@@ -138,7 +174,7 @@ pub async fn verify(qemu: &Path, cache_dir: &Path, run: &RunDir) -> Vec<Check> {
             Ok(m) if m.permissions().mode() & 0o007 & !max_other == 0 => {
                 check(
                     "run-dir",
-                    Verdict::Ok,
+                    CheckOutcome::Ok,
                     format!(
                         "{} is mode {:o}",
                         path.display(),
@@ -148,14 +184,18 @@ pub async fn verify(qemu: &Path, cache_dir: &Path, run: &RunDir) -> Vec<Check> {
             }
             Ok(m) => check(
                 "run-dir",
-                Verdict::Fail,
+                CheckOutcome::Fail,
                 format!(
                     "{} is mode {:o}: others can reach the VMs' control sockets and records",
                     path.display(),
                     m.permissions().mode() & 0o777
                 ),
             ),
-            Err(e) => check("run-dir", Verdict::Fail, format!("{}: {e}", path.display())),
+            Err(e) => check(
+                "run-dir",
+                CheckOutcome::Fail,
+                format!("{}: {e}", path.display()),
+            ),
         }
     }
     out

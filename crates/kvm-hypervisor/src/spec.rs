@@ -14,8 +14,7 @@ use uuid::Uuid;
 
 use crate::hvparams::{self, HvParams};
 
-/// The longest instance name accepted: a host name (`HOST_NAME_MAX`).
-pub const MAX_NAME_LEN: usize = 64;
+pub use crate::state::MAX_NAME_LEN;
 
 /// The MAC prefix of generated addresses, as Ganeti's default.
 pub const GENERATED_MAC_PREFIX: [u8; 3] = [0xaa, 0x00, 0x00];
@@ -29,26 +28,7 @@ impl InstanceName {
     /// Accepts a host-name-like string: letters, digits, `.`, `-` and `_`,
     /// starting with a letter or digit, at most [`MAX_NAME_LEN`] bytes.
     pub fn new(name: &str) -> Result<InstanceName, SpecReason> {
-        let reason = if name.is_empty() {
-            Some("is empty")
-        } else if name.len() > MAX_NAME_LEN {
-            Some("is longer than a host name (64 bytes)")
-        } else if name.contains('/') {
-            Some("contains `/`")
-        } else if name.contains('\0') {
-            Some("contains NUL")
-        } else if name.contains("..") {
-            Some("contains `..`")
-        } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-            Some("must start with a letter or digit")
-        } else if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
-        {
-            Some("may only contain letters, digits, `.`, `-` and `_`")
-        } else {
-            None
-        };
+        let reason = crate::state::name_problem(name);
         match reason {
             None => Ok(InstanceName(name.to_owned())),
             Some(why) => Err(SpecReason::BadName {

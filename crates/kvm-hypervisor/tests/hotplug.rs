@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kvm_hypervisor::hotplug::{self, Added, HotplugError, Removal};
-use kvm_hypervisor::lifecycle::{self, Node, StartOptions, StopOptions};
 use kvm_hypervisor::qmp::{Client, Cont, QomGet, QueryFdsets, QueryPci};
 use kvm_hypervisor::spec::InstanceSpec;
+use kvm_hypervisor::{self as lifecycle, Node, StartOptions, StopOptions};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
@@ -130,16 +130,25 @@ impl Console {
 }
 
 async fn qmp(vm: &Vm) -> Client {
-    lifecycle::connect(&vm.node.run.ctrl(&vm.name, ".qmp"), Duration::from_secs(5))
-        .await
-        .expect("qmp")
+    lifecycle::connect(
+        &vm.node
+            .run
+            .socket(&vm.name, kvm_hypervisor::state::Socket::Qmp),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("qmp")
 }
 
 /// Attaches to the serial console, continues the VM, waits for GLAB-READY.
 async fn boot(vm: &Vm) -> Console {
-    let stream = UnixStream::connect(vm.node.run.ctrl(&vm.name, ".serial"))
-        .await
-        .expect("serial");
+    let stream = UnixStream::connect(
+        vm.node
+            .run
+            .socket(&vm.name, kvm_hypervisor::state::Socket::Serial),
+    )
+    .await
+    .expect("serial");
     let (read, writer) = stream.into_split();
     let mut console = Console {
         lines: BufReader::new(read).lines(),
@@ -296,7 +305,7 @@ async fn failed_device_add_rolls_back_blockdev_and_fdset() {
             .contains(&"disk-4070c000-1111-4222".to_owned())
     );
     assert_eq!(fds_held(&c).await, 0);
-    assert!(!hotplug::intent_file(&vm.node, &vm.name).exists());
+    assert!(!vm.node.run.intent_file(&vm.name).exists());
     stop(&vm).await;
 }
 
@@ -375,7 +384,7 @@ async fn stopped_instance_is_not_supported() {
 
     assert_eq!(
         err.to_string(),
-        "hotplug is not supported for hpstop: the instance is not running"
+        "instance hpstop is not running and has no runtime record"
     );
 }
 

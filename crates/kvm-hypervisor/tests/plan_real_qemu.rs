@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 
 use kvm_hypervisor::caps;
 use kvm_hypervisor::net::{Tap, TapOptions};
-use kvm_hypervisor::plan::{PlanEnv, plan_start};
 use kvm_hypervisor::process::{ChildStderr, PassFd, spawn_with_fds};
 use kvm_hypervisor::qmp::Handshake;
 use kvm_hypervisor::spec::InstanceSpec;
 use kvm_hypervisor::state::RunDir;
+use kvm_hypervisor::{PlanEnv, plan_start};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
@@ -177,6 +177,7 @@ async fn start_paused(fixture: &str) -> String {
         pool_user: Some("nobody".into()),
         spare_root_ports: 2,
         spice_cert_dir: None,
+        ..PlanEnv::default()
     };
     let plan = plan_start(&spec, &caps, &run, &env).expect("plans");
 

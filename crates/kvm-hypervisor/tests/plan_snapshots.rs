@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use kvm_hypervisor::cmdline::QemuCaps;
-use kvm_hypervisor::plan::{LaunchPlan, PlanEnv, PlanError, plan_start};
+use kvm_hypervisor::devices::DeviceError;
 use kvm_hypervisor::spec::InstanceSpec;
 use kvm_hypervisor::state::RunDir;
+use kvm_hypervisor::{LaunchPlan, PlanEnv, PlanError, plan_start};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -37,6 +38,7 @@ fn env() -> PlanEnv {
         pool_user: Some("nobody".into()),
         spare_root_ports: 2,
         spice_cert_dir: None,
+        ..PlanEnv::default()
     }
 }
 
@@ -162,11 +164,11 @@ fn passed_fds_are_the_monitors_then_one_per_tap_queue() {
 fn disk_hvinfo_uses_ganetis_first_slot() {
     let p = plan("defaults.json").expect("plans");
     assert_eq!(
-        p.disks[0].hvinfo.device_args(),
+        p.disks[0].device().hvinfo().device_args(),
         "virtio-blk-pci,id=disk-21111111-1111-4111,bus=pci.0,addr=0xc"
     );
     assert_eq!(
-        p.nics[0].hvinfo.device_args(),
+        p.nics[0].device().hvinfo().device_args(),
         "virtio-net-pci,id=nic-31111111-1111-4111,bus=pci.0,addr=0xd"
     );
 }
@@ -180,7 +182,10 @@ fn vhost_without_dev_vhost_net_is_a_clear_error() {
             .expect("json");
     let spec = InstanceSpec::from_value(&spec_json).expect("valid").spec;
     let err = plan_start(&spec, &caps(), &RunDir::at("/run/kvm-hypervisor"), &env()).unwrap_err();
-    assert!(matches!(err, PlanError::VhostNetMissing), "{err:?}");
+    assert!(
+        matches!(err, PlanError::Device(DeviceError::VhostNetMissing)),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum StateError {
     /// An instance name that cannot be a file name.
-    #[error("`{name}` is not a usable instance name: {why}")]
+    #[error("`{name}` is not a usable instance name: it {why}")]
     BadName {
         /// The name.
         name: String,

@@ -21,6 +21,51 @@ pub const SUBDIRS: &[&str] = &[
 /// Sub-directories of our own: `log` (QEMU's stderr, console logs).
 pub const OUR_SUBDIRS: &[&str] = &["log"];
 
+/// A per-instance Unix socket in `ctrl/` (Ganeti's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Socket {
+    /// `<name>.qmp`: the control QMP monitor.
+    Qmp,
+    /// `<name>.kvmd`: the monitor daemon's QMP monitor.
+    Kvmd,
+    /// `<name>.monitor`: the human monitor (HMP).
+    Monitor,
+    /// `<name>.serial`: the serial console.
+    Serial,
+    /// `<name>.qga`: the QEMU guest agent.
+    GuestAgent,
+    /// `<name>.vnc`: a VNC server on a Unix socket.
+    Vnc,
+}
+
+impl Socket {
+    /// Every socket, in the order files are cleaned up.
+    pub const ALL: [Socket; 6] = [
+        Socket::Qmp,
+        Socket::Kvmd,
+        Socket::Monitor,
+        Socket::Serial,
+        Socket::GuestAgent,
+        Socket::Vnc,
+    ];
+
+    /// The file name suffix.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Socket::Qmp => ".qmp",
+            Socket::Kvmd => ".kvmd",
+            Socket::Monitor => ".monitor",
+            Socket::Serial => ".serial",
+            Socket::GuestAgent => ".qga",
+            Socket::Vnc => ".vnc",
+        }
+    }
+}
+
+/// The suffix of `ctrl/<name>.shutdown`, Ganeti's user-shutdown flag.
+const SHUTDOWN_SUFFIX: &str = ".shutdown";
+
 /// Per-instance files in `ctrl/`, by suffix.
 pub const CTRL_SUFFIXES: &[&str] = &[
     ".qmp",
@@ -28,7 +73,7 @@ pub const CTRL_SUFFIXES: &[&str] = &[
     ".monitor",
     ".serial",
     ".qga",
-    ".shutdown",
+    SHUTDOWN_SUFFIX,
     ".vnc",
 ];
 
@@ -42,22 +87,36 @@ const CTRL_MODE: u32 = 0o700;
 /// Mode of runtime files.
 pub const FILE_MODE: u32 = 0o600;
 
-/// Checks that `name` is safe as a file name (no `/`, `..`, NUL; not too long).
-pub fn check_name(name: &str) -> Result<(), StateError> {
-    let why = if name.is_empty() {
-        Some("it is empty")
+/// Why `name` cannot be an instance name, if it cannot: the one rule for
+/// instance names (a host name: letters, digits, `.`, `-` and `_`, starting
+/// with a letter or digit, no `..`, at most [`MAX_NAME_LEN`] bytes), so it is
+/// safe as a file name and in QEMU's argv.
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
     } else if name.len() > MAX_NAME_LEN {
-        Some("it is longer than a host name (64 bytes)")
+        Some("is longer than a host name (64 bytes)")
     } else if name.contains('/') {
-        Some("it contains `/`")
+        Some("contains `/`")
     } else if name.contains('\0') {
-        Some("it contains NUL")
-    } else if name.starts_with('.') {
-        Some("it starts with `.`")
+        Some("contains NUL")
+    } else if name.contains("..") {
+        Some("contains `..`")
+    } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        Some("must start with a letter or digit")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+    {
+        Some("may only contain letters, digits, `.`, `-` and `_`")
     } else {
         None
-    };
-    match why {
+    }
+}
+
+/// Checks that `name` is a usable instance name ([`name_problem`]).
+pub fn check_name(name: &str) -> Result<(), StateError> {
+    match name_problem(name) {
         Some(why) => Err(StateError::BadName {
             name: name.to_owned(),
             why,
@@ -170,8 +229,17 @@ impl RunDir {
         self.root.join("conf").join(format!("{name}.lock"))
     }
     /// `ctrl/<name><suffix>`, e.g. `.qmp`, `.serial`.
-    pub fn ctrl(&self, name: &str, suffix: &str) -> PathBuf {
+    fn ctrl(&self, name: &str, suffix: &str) -> PathBuf {
         self.root.join("ctrl").join(format!("{name}{suffix}"))
+    }
+    /// The instance's socket `which` in `ctrl/`, e.g. `ctrl/<name>.qmp`.
+    pub fn socket(&self, name: &str, which: Socket) -> PathBuf {
+        self.ctrl(name, which.suffix())
+    }
+    /// `ctrl/<name>.shutdown`: the flag of a shutdown the guest asked for
+    /// (written by the monitor daemon, read by Ganeti).
+    pub fn shutdown_flag(&self, name: &str) -> PathBuf {
+        self.ctrl(name, SHUTDOWN_SUFFIX)
     }
     /// `nic/<name>/`: one file per NIC, named by the NIC's UUID, holding the tap name.
     pub fn nic_dir(&self, name: &str) -> PathBuf {
@@ -253,10 +321,7 @@ impl RunDir {
         remove_file(&mut done, self.pid_file(name))?;
         remove_file(&mut done, self.uid_file(name))?;
         remove_file(&mut done, self.runtime_file(name))?;
-        remove_file(
-            &mut done,
-            self.root.join("conf").join(format!("{name}.intent")),
-        )?;
+        remove_file(&mut done, self.intent_file(name))?;
         remove_file(&mut done, self.qemu_log(name))?;
         remove_file(&mut done, self.console_log(name))?;
         for suffix in CTRL_SUFFIXES {

@@ -37,25 +37,30 @@
 mod atomic;
 mod error;
 mod ganeti;
+mod intent;
 mod layout;
 mod liveness;
 mod lock;
 mod record;
 mod time;
+mod uid_pool;
 
 use std::path::Path;
 
 pub use atomic::{write_atomic, write_atomic_with};
 pub use error::StateError;
 pub use ganeti::{GanetiRuntime, to_ganeti};
+pub use intent::{Intent, IntentAction, IntentDevice};
 pub use layout::{
-    CTRL_SUFFIXES, FILE_MODE, MAX_NAME_LEN, OUR_SUBDIRS, RunDir, SUBDIRS, check_name,
+    CTRL_SUFFIXES, FILE_MODE, MAX_NAME_LEN, OUR_SUBDIRS, RunDir, SUBDIRS, Socket, check_name,
+    name_problem,
 };
 pub use liveness::{ArgvFacts, Liveness, liveness, process_argv, read_pid_file};
 pub use lock::{InstanceLock, LockWait};
 pub use record::{
     DiskRecord, HvInfo, NicRecord, Origin, QemuIdentity, RECORD_VERSION, RuntimeRecord,
 };
+pub use uid_pool::{UidPool, UidPoolError};
 
 use error::io;
 

@@ -65,7 +65,7 @@ fn paths_follow_ganetis_layout() {
     let r = t.run.root();
     assert_eq!(t.run.pid_file("web1"), r.join("pid/web1"));
     assert_eq!(t.run.runtime_file("web1"), r.join("conf/web1.runtime"));
-    assert_eq!(t.run.ctrl("web1", ".qmp"), r.join("ctrl/web1.qmp"));
+    assert_eq!(t.run.socket("web1", Socket::Qmp), r.join("ctrl/web1.qmp"));
     assert_eq!(
         t.run
             .nic_file("web1", "003fc157-66a8-4e6d-8b7e-ec4f69751396"),
@@ -265,8 +265,8 @@ fn cleanup_removes_every_file_and_quarantines_a_full_chroot() {
     std::fs::write(r.pid_file("web1"), "999999999").expect("pid");
     std::fs::write(r.uid_file("web1"), "2001").expect("uid");
     std::fs::write(r.runtime_file("web1"), "{}").expect("runtime");
-    std::fs::write(r.ctrl("web1", ".qmp"), "").expect("qmp");
-    std::fs::write(r.ctrl("web1", ".shutdown"), "").expect("shutdown");
+    std::fs::write(r.socket("web1", Socket::Qmp), "").expect("qmp");
+    std::fs::write(r.shutdown_flag("web1"), "").expect("shutdown");
     std::fs::create_dir_all(r.nic_dir("web1")).expect("nic dir");
     std::fs::write(
         r.nic_file("web1", "003fc157-66a8-4e6d-8b7e-ec4f69751396"),
@@ -275,7 +275,7 @@ fn cleanup_removes_every_file_and_quarantines_a_full_chroot() {
     .expect("nic");
     std::fs::create_dir_all(r.chroot_dir("web1")).expect("chroot");
     std::fs::write(r.chroot_dir("web1").join("core"), "x").expect("chroot file");
-    std::fs::write(r.ctrl("web2", ".qmp"), "").expect("another instance");
+    std::fs::write(r.socket("web2", Socket::Qmp), "").expect("another instance");
 
     let done = r.cleanup("web1").expect("cleaned");
 
@@ -297,9 +297,9 @@ fn cleanup_removes_every_file_and_quarantines_a_full_chroot() {
     assert_eq!(done.len(), 9, "{done:?}");
     assert!(!r.chroot_dir("web1").exists());
     assert!(!r.nic_dir("web1").exists());
-    assert!(!r.ctrl("web1", ".qmp").exists());
+    assert!(!r.socket("web1", Socket::Qmp).exists());
     assert!(!r.lock_file("web1").exists());
-    assert!(r.ctrl("web2", ".qmp").exists());
+    assert!(r.socket("web2", Socket::Qmp).exists());
     assert_eq!(r.instances().expect("list"), Vec::<String>::new());
 }
 

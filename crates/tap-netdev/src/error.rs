@@ -29,7 +29,7 @@ impl std::fmt::Display for NameProblem {
             NameProblem::TooLong { len } => write!(
                 f,
                 "{len} bytes, at most {} allowed",
-                crate::name::MAX_NAME_LEN
+                crate::name::MAX_TAP_NAME_LEN
             ),
             NameProblem::Dot => f.write_str("`.` and `..` are not interface names"),
             NameProblem::BadChar(c) => write!(f, "{c:?} is not allowed"),

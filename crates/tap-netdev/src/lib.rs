@@ -49,7 +49,7 @@ mod table;
 mod tap;
 
 pub use error::{NameProblem, TapError};
-pub use name::{MAX_NAME_LEN, TapName};
+pub use name::{MAX_TAP_NAME_LEN, TapName};
 pub use netlink::{Link, Netlink, Route, Rule};
 pub use nic::{
     MigrationPhase, NetworkInfo, NicConfig, NicMode, SCRIPT_PATH_SUFFIX, ScriptAction,

@@ -5,7 +5,7 @@ use std::fmt;
 use crate::error::{NameProblem, TapError};
 
 /// The longest interface name Linux accepts, in bytes (`IFNAMSIZ - 1`).
-pub const MAX_NAME_LEN: usize = 15;
+pub const MAX_TAP_NAME_LEN: usize = 15;
 
 /// A network interface name the kernel accepts: 1 to 15 bytes, not `.` or
 /// `..`, and without `/`, `:`, whitespace or NUL (the rules of the kernel's
@@ -31,7 +31,7 @@ impl TapName {
     pub fn new(name: &str) -> Result<TapName, TapError> {
         let problem = if name.is_empty() {
             Some(NameProblem::Empty)
-        } else if name.len() > MAX_NAME_LEN {
+        } else if name.len() > MAX_TAP_NAME_LEN {
             Some(NameProblem::TooLong { len: name.len() })
         } else if name == "." || name == ".." {
             Some(NameProblem::Dot)

@@ -1,0 +1,173 @@
+//! A running instance as operations see it: its lock, its runtime record and
+//! a QMP session, plus the primitives every operation shares (connecting to
+//! a monitor, waiting for a process to exit).
+
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
+
+use qmp_protocol::{Client, Handshake, QmpError};
+
+use crate::node::Node;
+use crate::state::{
+    self, Format, InstanceLock, Liveness, LockWait, RuntimeRecord, Socket, StateError,
+};
+
+/// Why a running instance cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The run directory, the name or the lock.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Nothing is known of the instance: not running, no runtime record.
+    #[error("instance {0} is not running and has no runtime record")]
+    Unknown(String),
+    /// QEMU is not running.
+    #[error("instance {0} is not running")]
+    NotRunning(String),
+    /// QEMU runs but there is no runtime record.
+    #[error("instance {0} has no runtime record")]
+    NoRecord(String),
+    /// QEMU does not answer its monitor.
+    #[error("instance {name} does not answer its monitor (it is probably going down)")]
+    Monitor {
+        /// The instance.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<QmpError>,
+    },
+}
+
+/// A running instance, locked, with its record and a QMP session.
+pub struct Instance<'a> {
+    /// The node.
+    pub node: &'a Node,
+    /// Its name.
+    pub name: String,
+    /// Its runtime record, as read at open and changed since.
+    pub record: RuntimeRecord,
+    /// The QMP session on its control monitor.
+    pub qmp: Client,
+    _lock: InstanceLock,
+}
+
+impl<'a> Instance<'a> {
+    /// Locks `name` (waiting up to `lock_wait`), reads its record and
+    /// connects to its monitor (within `monitor_wait`).
+    pub async fn open(
+        node: &'a Node,
+        name: &str,
+        lock_wait: Duration,
+        monitor_wait: Duration,
+    ) -> Result<Instance<'a>, OpenError> {
+        state::check_name(name)?;
+        let lock = node.run.lock(name, LockWait::Up(lock_wait))?;
+        if !matches!(state::liveness(&node.run, name), Liveness::Running { .. }) {
+            // A stale intent of a QEMU that is gone means nothing any more.
+            node.run.clear_intent(name);
+            if !node.run.runtime_file(name).exists() {
+                return Err(OpenError::Unknown(name.to_owned()));
+            }
+            return Err(OpenError::NotRunning(name.to_owned()));
+        }
+        let record = node
+            .run
+            .read_runtime(name)?
+            .map(|f| f.record())
+            .ok_or_else(|| OpenError::NoRecord(name.to_owned()))?;
+        let qmp = connect(&node.run.socket(name, Socket::Qmp), monitor_wait)
+            .await
+            .map_err(|source| OpenError::Monitor {
+                name: name.to_owned(),
+                source: Box::new(source),
+            })?;
+        Ok(Instance {
+            node,
+            name: name.to_owned(),
+            record,
+            qmp,
+            _lock: lock,
+        })
+    }
+
+    /// Writes the record back, in the format it was read in.
+    pub fn save(&self) -> Result<(), StateError> {
+        let format = match self.record.origin {
+            state::Origin::Ours => Format::Ours,
+            state::Origin::Ganeti => Format::Ganeti,
+        };
+        self.node.run.write_record(&self.name, &self.record, format)
+    }
+}
+
+/// Connects to a monitor socket and negotiates, within `timeout`.
+pub async fn connect(path: &Path, timeout: Duration) -> Result<Client, QmpError> {
+    match tokio::time::timeout(timeout, async {
+        Handshake::connect(path).await?.negotiate().await
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(QmpError::Timeout {
+            command: "qmp_capabilities".into(),
+            timeout,
+        }),
+    }
+}
+
+/// Kills `pid` with `signal` and waits for it to exit, at most `limit`:
+/// `None` when it does not exist, else whether it exited in time.
+pub(crate) async fn kill_and_wait(
+    pid: i32,
+    signal: nix::sys::signal::Signal,
+    limit: Duration,
+) -> Option<bool> {
+    let exit = ProcessExit::watch(pid)?;
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+    Some(exit.wait(limit).await)
+}
+
+/// Waits for a process (not necessarily our child) to exit through a pidfd,
+/// which signals at exit even while the process lingers as a zombie that
+/// `kill(pid, 0)` would call alive.
+pub struct ProcessExit {
+    fd: tokio::io::unix::AsyncFd<OwnedFd>,
+}
+
+impl ProcessExit {
+    /// Watches `pid`; `None` when it does not exist.
+    pub fn watch(pid: i32) -> Option<ProcessExit> {
+        // SAFETY: pidfd_open(2) with a pid and no flags; it returns a new
+        // descriptor we own or -1.
+        let raw = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+        let raw = i32::try_from(raw).ok().filter(|r| *r >= 0)?;
+        // SAFETY: `raw` is a fresh descriptor owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: the descriptor is owned by the AsyncFd and closed only
+        // when it is dropped, after deregistration.
+        unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }
+        .ok()
+        .map(|fd| ProcessExit { fd })
+    }
+
+    /// Whether the process has exited, without waiting.
+    pub fn done(&self) -> bool {
+        let mut fds = [nix::poll::PollFd::new(
+            self.fd.get_ref().as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
+    }
+
+    /// Waits for the exit, at most `limit`; whether it exited.
+    pub async fn wait(&self, limit: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(limit, self.fd.readable()).await,
+            Ok(Ok(_))
+        )
+    }
+}

@@ -1,0 +1,223 @@
+//! What is known of an instance, from QMP when QEMU answers, else from its
+//! argv and record.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use qmp_protocol::{QueryBalloon, QueryCpusFast, QueryStatus};
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::instance::connect;
+use crate::node::Node;
+use crate::state::{self, Liveness, RuntimeFile, RuntimeRecord, Socket, StateError};
+
+/// The state of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum InstanceState {
+    /// Running.
+    Running,
+    /// Paused (or never continued).
+    Paused,
+    /// Migrating.
+    Migrating,
+    /// QEMU is alive but reports another state.
+    Other,
+    /// QEMU is gone after the guest powered itself off.
+    ShutdownByGuest,
+    /// QEMU is gone without a stop or a guest power-off: it crashed or was killed.
+    Crashed,
+}
+
+/// What `info` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceInfo {
+    /// The instance.
+    pub name: String,
+    /// Its state.
+    pub state: InstanceState,
+    /// QEMU's pid, when alive.
+    pub pid: Option<i32>,
+    /// Memory in MiB (from the balloon, or the argv).
+    pub memory_mib: Option<u64>,
+    /// vCPUs.
+    pub vcpus: Option<u32>,
+    /// Seconds since QEMU started.
+    pub uptime_secs: Option<u64>,
+    /// QEMU's version.
+    pub qemu_version: Option<String>,
+    /// The machine type.
+    pub machine: Option<String>,
+    /// Whether the numbers came from QMP (else from the argv).
+    pub from_qmp: bool,
+    /// Devices: kind, uuid and QEMU id.
+    pub devices: Vec<DeviceSummary>,
+}
+
+/// One device in [`InstanceInfo`].
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceSummary {
+    /// `disk` or `nic`.
+    pub kind: &'static str,
+    /// Its UUID.
+    pub uuid: String,
+    /// QEMU device id.
+    pub id: Option<String>,
+    /// Where it sits (`pci.0 0xc`, `scsi.0 target 1`).
+    pub placement: Option<String>,
+    /// The host tap, for NICs.
+    pub tap: Option<String>,
+}
+
+/// Why `info` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InfoError {
+    /// Nothing is known of the instance.
+    #[error("instance {0} is not running and has no runtime record")]
+    Unknown(String),
+    /// The run directory.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// What is known of `name`. A QEMU that does not answer its monitor within
+/// two seconds is described from its argv instead; nothing hangs.
+pub async fn info(node: &Node, name: &str) -> Result<InstanceInfo, InfoError> {
+    state::check_name(name)?;
+    let record = node
+        .run
+        .read_runtime(name)
+        .ok()
+        .flatten()
+        .map(|f: RuntimeFile| f.record());
+    let devices = record.as_ref().map(devices_of).unwrap_or_default();
+    let machine = record.as_ref().and_then(|r| r.machine.clone());
+    match state::liveness(&node.run, name) {
+        Liveness::Running { pid, argv } => {
+            let mut info = InstanceInfo {
+                name: name.to_owned(),
+                state: InstanceState::Other,
+                pid: Some(pid),
+                memory_mib: argv.memory_mib,
+                vcpus: argv.vcpus,
+                uptime_secs: uptime(pid),
+                qemu_version: None,
+                machine,
+                from_qmp: false,
+                devices,
+            };
+            if let Ok(qmp) =
+                connect(&node.run.socket(name, Socket::Qmp), Duration::from_secs(2)).await
+            {
+                let v = qmp.version();
+                info.qemu_version = Some(format!("{}.{}.{}", v.major, v.minor, v.micro));
+                if let Ok(s) = qmp
+                    .execute(QueryStatus)
+                    .timeout(Duration::from_secs(2))
+                    .await
+                {
+                    use qmp_protocol::RunState as R;
+                    info.state = match s.status {
+                        R::Running => InstanceState::Running,
+                        R::Paused | R::Prelaunch => InstanceState::Paused,
+                        R::Inmigrate | R::Postmigrate | R::FinishMigrate => {
+                            InstanceState::Migrating
+                        }
+                        _ => InstanceState::Other,
+                    };
+                    info.from_qmp = true;
+                }
+                if let Ok(b) = qmp
+                    .execute(QueryBalloon)
+                    .timeout(Duration::from_secs(2))
+                    .await
+                {
+                    info.memory_mib = Some(b.actual / (1024 * 1024));
+                }
+                if let Ok(c) = qmp
+                    .execute(QueryCpusFast)
+                    .timeout(Duration::from_secs(2))
+                    .await
+                {
+                    info.vcpus = u32::try_from(c.len()).ok();
+                }
+            }
+            Ok(info)
+        }
+        _ if record.is_some() => {
+            let by_guest = node.run.shutdown_flag(name).exists();
+            let r = record.as_ref();
+            let num = |k: &str| r.and_then(|r| r.instance.get(k)).and_then(Json::as_u64);
+            Ok(InstanceInfo {
+                name: name.to_owned(),
+                state: if by_guest {
+                    InstanceState::ShutdownByGuest
+                } else {
+                    InstanceState::Crashed
+                },
+                pid: None,
+                memory_mib: num("memory"),
+                vcpus: num("vcpus").and_then(|v| u32::try_from(v).ok()),
+                uptime_secs: None,
+                qemu_version: None,
+                machine,
+                from_qmp: false,
+                devices,
+            })
+        }
+        _ => Err(InfoError::Unknown(name.to_owned())),
+    }
+}
+
+fn devices_of(r: &RuntimeRecord) -> Vec<DeviceSummary> {
+    let place = |h: &Option<state::HvInfo>| {
+        h.as_ref().map(|h| match (&h.addr, h.scsi_id) {
+            (Some(a), _) => format!("{} {a}", h.bus.as_deref().unwrap_or("?")),
+            (None, Some(t)) => format!("{} target {t}", h.bus.as_deref().unwrap_or("?")),
+            _ => "auto".to_owned(),
+        })
+    };
+    let disks = r.disks.iter().map(|d| DeviceSummary {
+        kind: "disk",
+        uuid: d.uuid.clone(),
+        id: d.hvinfo.as_ref().map(|h| h.id.clone()),
+        placement: place(&d.hvinfo),
+        tap: None,
+    });
+    let nics = r.nics.iter().map(|n| DeviceSummary {
+        kind: "nic",
+        uuid: n.uuid.clone(),
+        id: n.hvinfo.as_ref().map(|h| h.id.clone()),
+        placement: place(&n.hvinfo),
+        tap: n.tap.clone(),
+    });
+    disks.chain(nics).collect()
+}
+
+fn uptime(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let start_ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    let boot_uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let started = start_ticks as f64 / ticks as f64;
+    Some((boot_uptime - started).max(0.0) as u64)
+}
+
+/// Names of every instance the run directory knows, running or not.
+pub fn list(node: &Node) -> Result<Vec<String>, StateError> {
+    node.run.instances()
+}
+
+/// Removes every file of a stopped instance; refuses a live one.
+pub fn cleanup(node: &Node, name: &str) -> Result<Vec<PathBuf>, StateError> {
+    node.run.cleanup(name)
+}

@@ -1,0 +1,12 @@
+//! The life of an instance after its start ([`crate::launch`]): stop,
+//! reboot, info, balloon, list and cleanup.
+
+mod balloon;
+mod info;
+mod reboot;
+mod stop;
+
+pub use balloon::{BalloonError, balloon};
+pub use info::{DeviceSummary, InfoError, InstanceInfo, InstanceState, cleanup, info, list};
+pub use reboot::{RebootError, reboot, spec_from_record};
+pub use stop::{Ending, StopError, StopOptions, stop};

@@ -1,0 +1,165 @@
+//! Stopping an instance: ACPI power-down, then SIGTERM, then SIGKILL, each
+//! awaited through a pidfd; only then the network goes down (Ganeti tears it
+//! down while the guest still runs, reference §11.2.2) and the files go.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::devices::nic_config_of;
+use crate::instance::{ProcessExit, connect, kill_and_wait};
+use crate::net::{Netlink, NicConfig, TapName};
+use crate::node::Node;
+use crate::state::{self, Liveness, LockWait, RuntimeRecord, Socket, StateError};
+
+/// Options of [`stop`].
+#[derive(Debug, Clone, Copy)]
+pub struct StopOptions {
+    /// How long the guest gets to power off after the ACPI button.
+    pub timeout: Duration,
+    /// Kill at once.
+    pub force: bool,
+}
+
+/// How QEMU ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ending {
+    /// It was not running.
+    NotRunning,
+    /// The guest powered off after the ACPI power button.
+    Graceful,
+    /// SIGTERM.
+    Terminated,
+    /// SIGKILL.
+    Killed,
+}
+
+/// Why a stop failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StopError {
+    /// The run directory or the lock.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// QEMU survived SIGKILL (an uninterruptible sleep).
+    #[error("instance {name}: QEMU (pid {pid}) did not exit even after SIGKILL")]
+    Unkillable {
+        /// The instance.
+        name: String,
+        /// Its pid.
+        pid: i32,
+    },
+}
+
+/// Stops `name`: ACPI power-down (when ACPI is on and not `force`), wait up
+/// to `timeout`, then SIGTERM, then SIGKILL; then the NICs are taken down and
+/// every file removed. Needs no runtime record.
+pub async fn stop(node: &Node, name: &str, opts: StopOptions) -> Result<Ending, StopError> {
+    let lock = node.run.lock(name, LockWait::Up(Duration::from_secs(30)))?;
+    let record = node
+        .run
+        .read_runtime(name)
+        .ok()
+        .flatten()
+        .map(|f| f.record());
+    let ending = match state::liveness(&node.run, name) {
+        Liveness::Running { pid, .. } => {
+            let acpi = record
+                .as_ref()
+                .and_then(|r| r.hvparams.get("acpi"))
+                .and_then(Json::as_bool)
+                .unwrap_or(true);
+            if opts.force {
+                kill_now(name, pid).await?
+            } else {
+                end_qemu(node, name, pid, acpi, opts.timeout).await?
+            }
+        }
+        _ => Ending::NotRunning,
+    };
+    // The network goes down only now that QEMU is gone.
+    if let Some(r) = &record {
+        deconfigure_nics(name, r).await;
+    }
+    let _ = node.run.cleanup_locked(name, lock);
+    tracing::info!(instance = name, ?ending, "stopped");
+    Ok(ending)
+}
+
+/// `--force`: SIGKILL at once.
+async fn kill_now(name: &str, pid: i32) -> Result<Ending, StopError> {
+    match kill_and_wait(
+        pid,
+        nix::sys::signal::Signal::SIGKILL,
+        Duration::from_secs(10),
+    )
+    .await
+    {
+        None => Ok(Ending::NotRunning),
+        Some(true) => Ok(Ending::Killed),
+        Some(false) => Err(StopError::Unkillable {
+            name: name.to_owned(),
+            pid,
+        }),
+    }
+}
+
+async fn end_qemu(
+    node: &Node,
+    name: &str,
+    pid: i32,
+    graceful: bool,
+    timeout: Duration,
+) -> Result<Ending, StopError> {
+    use nix::sys::signal::Signal;
+    let Some(exit) = ProcessExit::watch(pid) else {
+        return Ok(Ending::NotRunning);
+    };
+    if graceful {
+        let asked = async {
+            let qmp = connect(&node.run.socket(name, Socket::Qmp), Duration::from_secs(5)).await?;
+            qmp.execute(qmp_protocol::SystemPowerdown).await
+        }
+        .await;
+        match asked {
+            Ok(_) if exit.wait(timeout).await => return Ok(Ending::Graceful),
+            Ok(_) => tracing::info!(instance = name, ?timeout, "guest did not power off in time"),
+            Err(e) => tracing::info!(instance = name, error = %e, "ACPI power-down not possible"),
+        }
+    }
+    if !graceful || !exit.done() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
+        if exit.wait(Duration::from_secs(10)).await {
+            return Ok(Ending::Terminated);
+        }
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        if exit.wait(Duration::from_secs(10)).await {
+            return Ok(Ending::Killed);
+        }
+        return Err(StopError::Unkillable {
+            name: name.to_owned(),
+            pid,
+        });
+    }
+    Ok(Ending::Graceful)
+}
+
+async fn deconfigure_nics(name: &str, r: &RuntimeRecord) {
+    let nics: Vec<(NicConfig, TapName)> = r
+        .nics
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| nic_config_of(name, n, i))
+        .collect();
+    if nics.is_empty() {
+        return;
+    }
+    let Ok(nl) = Netlink::new() else { return };
+    for (nic, tap) in nics {
+        if let Err(e) = crate::net::deconfigure_native(&nl, &nic, &tap).await {
+            tracing::warn!(instance = name, tap = %tap, error = %e, "NIC down configuration failed");
+        }
+    }
+}
