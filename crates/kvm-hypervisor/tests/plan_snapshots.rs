@@ -8,7 +8,7 @@ use kvm_hypervisor::cmdline::QemuCaps;
 use kvm_hypervisor::devices::DeviceError;
 use kvm_hypervisor::spec::InstanceSpec;
 use kvm_hypervisor::state::RunDir;
-use kvm_hypervisor::{LaunchPlan, PlanEnv, PlanError, plan_start};
+use kvm_hypervisor::{LaunchPlan, PlanEnv, PlanError, PostStartStep, StartMode, plan_start};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -201,4 +201,52 @@ fn devices_whose_uuids_share_three_groups_are_refused() {
         err.to_string(),
         "NIC 36666666-6666-4666-8666-666666666661 and NIC 36666666-6666-4666-8666-666666666662 would both get QEMU id nic-36666666-6666-4666: their UUIDs share the first three groups"
     );
+}
+
+fn plan_with(fixture: &str, env: PlanEnv) -> LaunchPlan {
+    let spec = InstanceSpec::load(&root().join("fixtures/plans").join(fixture))
+        .expect("valid spec")
+        .spec;
+    plan_start(&spec, &caps(), &RunDir::at("/run/kvm-hypervisor"), &env).expect("plans")
+}
+
+#[test]
+fn post_start_steps_are_password_then_cont() {
+    let p = plan_with("vnc-tls.json", env());
+    assert_eq!(
+        p.post_start,
+        [
+            PostStartStep::SetPassword {
+                protocol: kvm_hypervisor::qmp::DisplayProtocol::Vnc,
+                file: "/etc/ganeti/vnc-password".into(),
+            },
+            PostStartStep::Cont,
+        ]
+    );
+}
+
+#[test]
+fn a_paused_start_never_continues_and_min_memory_bounds_the_balloon() {
+    let p = plan_with(
+        "defaults.json",
+        PlanEnv {
+            available_memory_mib: Some(100),
+            mode: StartMode::Paused,
+            ..env()
+        },
+    );
+    // min_memory defaults to memory (128): no balloon below it.
+    assert_eq!(p.post_start, []);
+}
+
+#[test]
+fn a_node_with_enough_memory_needs_no_balloon() {
+    let p = plan_with(
+        "defaults.json",
+        PlanEnv {
+            available_memory_mib: Some(128),
+            ..env()
+        },
+    );
+    assert_eq!(p.post_start, [PostStartStep::Cont]);
 }

@@ -907,8 +907,9 @@ fn placed(mut o: Opts, p: &Placement) -> Opts {
 
 /// Ganeti's start-up memory: all of `memory` when the node has it
 /// available, else what is available but at least `min_memory`. `None`: no
-/// balloon needed (or the available memory is unknown).
+/// balloon needed (the target is all of `memory`, or the available memory
+/// is unknown).
 fn startup_memory(memory: u64, min_memory: u64, available: Option<u64>) -> Option<u64> {
-    let available = available?;
-    (available < memory).then(|| available.max(min_memory))
+    let target = available?.max(min_memory);
+    (target < memory).then_some(target)
 }
