@@ -305,11 +305,13 @@ Exit status:
 const INVALID: u8 = 1;
 
 fn main() -> ExitCode {
+    // Arguments first: `--version` and `--help` exit before the subscriber
+    // (whose filter parsing costs about a millisecond) is built.
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     if let Some(pool) = &cli.uid_pool {
         match state::UidPool::parse(pool) {
             Ok(p) => {
