@@ -20,7 +20,7 @@ pub struct DeviceSupport {
     pub reasons: Vec<String>,
 }
 
-/// What [`check`] reports (Ganeti's `HotplugSupported` + `VerifyHotplugSupport`).
+/// What [`check`](super::check) reports (Ganeti's `HotplugSupported` + `VerifyHotplugSupport`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HotplugSupport {
     /// The instance.
