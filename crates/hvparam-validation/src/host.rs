@@ -75,6 +75,10 @@ pub struct FactsWanted {
     pub interfaces: bool,
 }
 
+/// [`Unchecked::missing`] of checks that need the QEMU binary's
+/// capabilities ([`HostFacts::qemu`]).
+pub const MISSING_QEMU_CAPS: &str = "QEMU capabilities";
+
 /// A check that could not run for want of a fact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unchecked {
@@ -152,7 +156,7 @@ impl HvParams {
                 ] {
                     v.unchecked.push(Unchecked {
                         param,
-                        missing: "QEMU capabilities",
+                        missing: MISSING_QEMU_CAPS,
                     });
                 }
             }

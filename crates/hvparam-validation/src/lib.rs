@@ -56,7 +56,9 @@ pub use enums::{
     RebootBehavior, ScsiControllerType, SecurityModel, SpiceImageCompression, SpiceStreamingVideo,
     SpiceWanCompression, UsbMouse,
 };
-pub use host::{FactsWanted, HostFacts, PathKind, QemuFacts, Unchecked, Validation};
+pub use host::{
+    FactsWanted, HostFacts, MISSING_QEMU_CAPS, PathKind, QemuFacts, Unchecked, Validation,
+};
 pub use params::{
     DEFAULT_KERNEL_PATH, DEFAULT_KVM_PATH, EXTENSIONS, HvParams, ParamDef, Rule, Scope, lookup,
     params,

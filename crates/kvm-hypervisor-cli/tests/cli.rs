@@ -316,13 +316,13 @@ fn start_of_an_invalid_spec_exits_1_like_validate() {
 }
 
 #[test]
-fn a_bad_uid_pool_is_invalid_input() {
+fn a_malformed_uid_pool_is_a_usage_error() {
     let r = TempRun::new("uid-pool");
     let out = r.run(&["--uid-pool", "3000-2000", "list"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "Error: --uid-pool: range `3000-2000` is descending\n"
+        "error: invalid value '3000-2000' for '--uid-pool <RANGES>': range `3000-2000` is descending\n\nFor more information, try '--help'.\n"
     );
 }
 
@@ -330,4 +330,19 @@ fn a_bad_uid_pool_is_invalid_input() {
 fn help_documents_the_exit_statuses() {
     let out = run(&["--help"]);
     assert!(stdout(&out).contains("  3  no such instance (not running and no runtime record)\n"));
+}
+
+#[test]
+fn runtime_show_of_an_unknown_instance_exits_3() {
+    let r = TempRun::new("runtime-unknown");
+    assert_eq!(r.run(&["list"]).status.code(), Some(0)); // lays the run directory out
+    let out = r.run(&["runtime", "show", "nosuch"]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn console_info_of_an_unknown_instance_exits_3() {
+    let r = TempRun::new("console-unknown");
+    let out = r.run(&["console", "nosuch", "--info"]);
+    assert_eq!(out.status.code(), Some(3));
 }

@@ -22,6 +22,9 @@ pub struct NodeFacts {
     pub bridges: BTreeMap<String, bool>,
     /// Whether /dev/vhost-net exists.
     pub vhost_net: bool,
+    /// Why the QEMU binary could not be probed, when it could not (`hv.qemu`
+    /// is then `None` and its checks are reported unchecked with this reason).
+    pub qemu_probe_error: Option<String>,
 }
 
 /// Looks at the host for everything validating `spec` needs. QEMU is not
@@ -74,6 +77,7 @@ pub fn gather(spec: &InstanceSpec) -> NodeFacts {
         disk_paths,
         bridges,
         vhost_net: Path::new(VHOST_NET_DEVICE).exists(),
+        qemu_probe_error: None,
     }
 }
 

@@ -2,13 +2,13 @@
 //! plus the spec's own (disks exist, bridges exist, vhost-net is there).
 //! Pure: the facts come from [`crate::host::gather`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::host::{NodeFacts, VHOST_NET_DEVICE};
-use crate::hvparams::{NicType, PathKind};
-use crate::spec::{DiskSource, Generated, InstanceSpec, NicMode};
+use crate::hvparams::{MISSING_QEMU_CAPS, NicType, PathKind};
+use crate::spec::{DiskSource, Generated, InstanceSpec, Loaded, NicMode};
 
 /// One line of a report: a field and a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -78,9 +78,15 @@ pub fn validate_on_host(
     let mut unchecked: Vec<Finding> = v
         .unchecked
         .iter()
-        .map(|u| Finding {
-            field: format!("hvparams.{}", u.param),
-            message: format!("needs {}", u.missing),
+        .map(|u| {
+            let why = match &facts.qemu_probe_error {
+                Some(why) if u.missing == MISSING_QEMU_CAPS => format!(" ({why})"),
+                _ => String::new(),
+            };
+            Finding {
+                field: format!("hvparams.{}", u.param),
+                message: format!("needs {}{why}", u.missing),
+            }
         })
         .collect();
     let paravirtual_nics = hv.nic_type() == NicType::Paravirtual && !spec.nics().is_empty();
@@ -137,5 +143,36 @@ fn finding(field: &str, p: HostProblem) -> Finding {
     Finding {
         field: field.to_owned(),
         message: p.to_string(),
+    }
+}
+
+/// Validates a loaded spec on this host and against the QEMU of its
+/// `kvm_path`, probed (or read from the cache in `cache_dir`): what
+/// `validate` reports and `start` checks. A binary that cannot be probed
+/// leaves its checks unchecked, with the reason.
+pub async fn validate_spec(loaded: &Loaded, cache_dir: &Path) -> Report {
+    let mut facts = crate::host::gather(&loaded.spec);
+    let binary = PathBuf::from(loaded.spec.hvparams().kvm_path());
+    match crate::caps::capabilities(&binary, cache_dir).await {
+        Ok(p) => facts.hv.qemu = Some(crate::host::qemu_facts(&p.caps)),
+        Err(e) => facts.qemu_probe_error = Some(e.to_string()),
+    }
+    validate_on_host(&loaded.spec, &facts, loaded.generated.clone())
+}
+
+/// The report of a spec that does not even parse: its problems, by field.
+pub fn report_of_problems(problems: &crate::spec::SpecProblems) -> Report {
+    Report {
+        problems: problems
+            .0
+            .iter()
+            .map(|p| Finding {
+                field: p.field.clone(),
+                message: p.reason.to_string(),
+            })
+            .collect(),
+        warnings: Vec::new(),
+        unchecked: Vec::new(),
+        generated: Vec::new(),
     }
 }

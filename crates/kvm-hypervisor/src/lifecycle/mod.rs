@@ -2,11 +2,13 @@
 //! reboot, info, balloon, list and cleanup.
 
 mod balloon;
+mod console;
 mod info;
 mod reboot;
 mod stop;
 
 pub use balloon::{BalloonError, balloon};
+pub use console::{Console, Consoles, consoles, resume_for_console};
 pub use info::{DeviceSummary, InfoError, InstanceInfo, InstanceState, cleanup, info, list};
 pub use reboot::{RebootError, reboot, spec_from_record};
 pub use stop::{Ending, StopError, StopOptions, stop};

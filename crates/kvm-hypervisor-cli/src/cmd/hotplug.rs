@@ -1,19 +1,31 @@
-//! `hotplug …` and `resize-disk`.
+//! `hotplug …`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use kvm_hypervisor::Node;
 use kvm_hypervisor::hotplug::{self, Added, Removal};
 use serde_json::{Value, json};
 
-use crate::runtime;
+use crate::global::Global;
+use crate::output::{invalid, runtime};
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    command: HotplugCommand,
+}
+
+impl Args {
+    pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
+        run(g, self.command)
+    }
+}
 
 /// Device hotplug on a running instance.
 #[derive(Subcommand)]
-pub(crate) enum HotplugCommand {
+enum HotplugCommand {
     /// Hot-add a disk. DISKSPEC is a JSON object shaped like an element of
     /// an instance spec's `disks` (or `@FILE`).
     AddDisk {
@@ -131,7 +143,8 @@ fn print_removal(r: &Removal, as_json: bool) -> anyhow::Result<()> {
 }
 
 /// Runs one `hotplug` subcommand.
-pub(crate) fn run(node: Node, command: HotplugCommand) -> anyhow::Result<ExitCode> {
+fn run(g: &Global, command: HotplugCommand) -> anyhow::Result<ExitCode> {
+    let node = g.node(None)?;
     let rt = runtime()?;
     match command {
         HotplugCommand::AddDisk {
@@ -202,11 +215,7 @@ pub(crate) fn run(node: Node, command: HotplugCommand) -> anyhow::Result<ExitCod
                 }
             }
             let all = s.disk.add && s.nic.add;
-            return Ok(if all {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            });
+            return Ok(if all { ExitCode::SUCCESS } else { invalid() });
         }
         HotplugCommand::Recover { name, json } => {
             let done = rt.block_on(hotplug::recover(&node, &name))?;
@@ -220,24 +229,6 @@ pub(crate) fn run(node: Node, command: HotplugCommand) -> anyhow::Result<ExitCod
                 }
             }
         }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `resize-disk NAME UUID SIZE`: SIZE in MiB, or with a K/M/G/T suffix.
-pub(crate) fn resize(
-    node: Node,
-    name: &str,
-    uuid: &str,
-    size: &str,
-    as_json: bool,
-) -> anyhow::Result<ExitCode> {
-    let bytes = hotplug::parse_size(size)?;
-    let r = runtime()?.block_on(hotplug::resize_disk(&node, name, uuid, bytes))?;
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
-        println!("{}: resized to {} MiB", r.id, r.bytes / (1024 * 1024));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,124 @@
+//! `info NAME|--all` and `list`.
+
+use std::process::ExitCode;
+
+use kvm_hypervisor::InstanceInfo;
+
+use crate::global::Global;
+use crate::output::runtime;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The instance.
+    #[arg(required_unless_present = "all")]
+    name: Option<String>,
+    /// Every instance the run directory knows.
+    #[arg(long, conflicts_with = "name")]
+    all: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Args {
+    pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
+        info(self.name, self.all, g, self.json)
+    }
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ListArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ListArgs {
+    pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
+        info(None, true, g, self.json)
+    }
+}
+
+fn info(name: Option<String>, all: bool, g: &Global, as_json: bool) -> anyhow::Result<ExitCode> {
+    let node = g.node(None)?;
+    let rt = runtime()?;
+    let names = if all {
+        kvm_hypervisor::list(&node)?
+    } else {
+        name.into_iter().collect()
+    };
+    let mut infos = Vec::new();
+    for n in &names {
+        infos.push(rt.block_on(kvm_hypervisor::info(&node, n))?);
+    }
+    if as_json {
+        let v = if all {
+            serde_json::to_value(&infos)?
+        } else {
+            serde_json::to_value(&infos[0])?
+        };
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let state_of = |i: &InstanceInfo| {
+        serde_json::to_value(i.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    if all {
+        println!(
+            "{:<24} {:<18} {:>7} {:>8} {:>5}",
+            "NAME", "STATE", "PID", "MEMORY", "VCPUS"
+        );
+        for i in &infos {
+            println!(
+                "{:<24} {:<18} {:>7} {:>8} {:>5}",
+                i.name,
+                state_of(i),
+                i.pid.map_or("-".into(), |p| p.to_string()),
+                i.memory_mib.map_or("-".into(), |m| format!("{m}M")),
+                i.vcpus.map_or("-".into(), |v| v.to_string())
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let i = &infos[0];
+    println!("instance  {}", i.name);
+    println!("state     {}", state_of(i));
+    if let Some(p) = i.pid {
+        println!("pid       {p}");
+    }
+    if let Some(m) = i.memory_mib {
+        println!("memory    {m} MiB");
+    }
+    if let Some(v) = i.vcpus {
+        println!("vcpus     {v}");
+    }
+    if let Some(u) = i.uptime_secs {
+        println!("uptime    {u} s");
+    }
+    if let Some(v) = &i.qemu_version {
+        println!("qemu      {v}");
+    }
+    if let Some(m) = &i.machine {
+        println!("machine   {m}");
+    }
+    if !i.from_qmp && i.pid.is_some() {
+        println!("note      QEMU's monitor did not answer; figures come from its command line");
+    }
+    for d in &i.devices {
+        println!(
+            "{:<9} {} {} {}{}",
+            d.kind,
+            d.uuid,
+            d.id.as_deref().unwrap_or("-"),
+            d.placement.as_deref().unwrap_or("-"),
+            d.tap
+                .as_deref()
+                .map(|t| format!(" tap {t}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

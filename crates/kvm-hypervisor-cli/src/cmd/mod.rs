@@ -1,0 +1,146 @@
+//! The subcommands, one module each.
+
+mod balloon;
+mod cleanup;
+mod console;
+mod hotplug;
+mod info;
+mod monitor;
+mod node_info;
+mod params;
+mod plan;
+mod qemu_caps;
+mod qmp;
+mod reboot;
+mod resize_disk;
+mod runtime;
+mod start;
+mod stop;
+mod validate;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::global::Global;
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Check an instance spec and validate it against this host and its QEMU.
+    ///
+    /// Exit status: 0 valid, 1 invalid (as `start` would refuse it).
+    Validate(validate::Args),
+    /// List every hvparam with its type, default and allowed values.
+    Params(params::Args),
+    /// Show what a QEMU binary can do (probed once, then cached).
+    QemuCaps(qemu_caps::Args),
+    /// Print the QEMU command line an instance would get, starting nothing.
+    ///
+    /// Passed descriptors appear as numbers: the monitor sockets are fds 3
+    /// and 4, each tap queue (and vhost-net) fd follows.
+    Plan(plan::Args),
+    /// Start an instance from its spec (QEMU starts paused, is configured
+    /// over QMP, then continued). Any failure undoes everything.
+    Start(start::Args),
+    /// Stop an instance: ACPI power-down, wait, then SIGTERM, then SIGKILL.
+    Stop(stop::Args),
+    /// The state of one instance (or all).
+    Info(info::Args),
+    /// List instances with their state.
+    List(info::ListArgs),
+    /// Remove every file of a stopped (or crashed) instance.
+    Cleanup(cleanup::Args),
+    /// Reboot: a graceful stop (ACPI, waiting up to --timeout) then a start
+    /// from the runtime record; --hard kills instead of powering off.
+    Reboot(reboot::Args),
+    /// Attach to the serial console (Ctrl-] ends); --info prints where the
+    /// consoles (serial, VNC, SPICE) are.
+    Console(console::Args),
+    /// Watch every running instance (and those started later) for a guest
+    /// shutdown; records it so `info` says shutdown-by-guest, not crashed.
+    /// Runs in the foreground until SIGINT/SIGTERM (systemd-friendly); prints
+    /// one JSON line per QEMU that went away.
+    Monitor(monitor::Args),
+    /// What this node has: QEMU version, CPUs, memory, KVM.
+    NodeInfo(node_info::Args),
+    /// Whether this node can run instances: QEMU, /dev/kvm, /dev/net/tun,
+    /// /dev/vhost-net, run-directory permissions. Exit status 1 on a failure.
+    Verify(verify::Args),
+    /// Set the balloon target of a running instance.
+    Balloon(balloon::Args),
+    /// Send one QMP command and print the reply as JSON; or print events.
+    Qmp(qmp::Args),
+    /// Runtime records of running instances.
+    Runtime(runtime::Args),
+    /// Hot-add, remove or replace disks and NICs of a running instance.
+    Hotplug(hotplug::Args),
+    /// Resize a disk of a running instance (`block_resize`).
+    ResizeDisk(resize_disk::Args),
+}
+
+impl Command {
+    /// Runs the subcommand.
+    pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
+        match self {
+            Command::Validate(a) => a.run(g),
+            Command::Params(a) => a.run(g),
+            Command::QemuCaps(a) => a.run(g),
+            Command::Plan(a) => a.run(g),
+            Command::Start(a) => a.run(g),
+            Command::Stop(a) => a.run(g),
+            Command::Info(a) => a.run(g),
+            Command::List(a) => a.run(g),
+            Command::Cleanup(a) => a.run(g),
+            Command::Reboot(a) => a.run(g),
+            Command::Console(a) => a.run(g),
+            Command::Monitor(a) => a.run(g),
+            Command::NodeInfo(a) => a.run(g),
+            Command::Verify(a) => a.run(g),
+            Command::Balloon(a) => a.run(g),
+            Command::Qmp(a) => a.run(g),
+            Command::Runtime(a) => a.run(g),
+            Command::Hotplug(a) => a.run(g),
+            Command::ResizeDisk(a) => a.run(g),
+        }
+    }
+}
+
+/// `--qemu PATH`, defaulting to Debian's binary.
+#[derive(clap::Args)]
+pub(crate) struct QemuPath {
+    /// The QEMU binary.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/usr/bin/qemu-system-x86_64"
+    )]
+    pub(crate) qemu: std::path::PathBuf,
+}
+
+/// `--json`.
+#[derive(clap::Args)]
+pub(crate) struct Json {
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Loads a spec; an invalid one is reported on stderr and gives `None`.
+pub(crate) fn load_spec(
+    path: &std::path::Path,
+) -> anyhow::Result<Option<kvm_hypervisor::spec::Loaded>> {
+    use anyhow::Context;
+    use kvm_hypervisor::spec::{InstanceSpec, SpecError};
+    match InstanceSpec::load(path) {
+        Ok(l) => Ok(Some(l)),
+        Err(SpecError::Invalid(problems)) => {
+            eprintln!(
+                "Error: {}: invalid instance spec: {problems}",
+                path.display()
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e).context("loading the instance spec"),
+    }
+}

@@ -1,0 +1,41 @@
+//! `monitor`: guest-shutdown detection in the foreground.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use crate::global::Global;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {}
+
+impl Args {
+    pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
+        let node = g.node(None)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let stop = async move {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            };
+            let printer = async {
+                while let Some(v) = rx.recv().await {
+                    println!("{}", serde_json::to_string(&v).unwrap_or_default());
+                    let _ = std::io::stdout().flush();
+                }
+            };
+            tokio::select! {
+                r = kvm_hypervisor::monitor::run(node.run.clone(), tx, stop) => r.map_err(anyhow::Error::from),
+                () = printer => Ok(()),
+            }
+        })?;
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,96 @@
+//! `qmp`: one QMP command, or events.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use kvm_hypervisor::state;
+use serde_json::json;
+
+use crate::global::Global;
+use crate::output::runtime;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The QMP socket.
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "instance",
+        conflicts_with = "instance"
+    )]
+    socket: Option<PathBuf>,
+    /// An instance of the run directory (its `ctrl/NAME.qmp`).
+    #[arg(long, value_name = "NAME")]
+    instance: Option<String>,
+    /// The command, e.g. `query-status`.
+    #[arg(required_unless_present = "events")]
+    command: Option<String>,
+    /// Its arguments as a JSON object.
+    #[arg(value_name = "JSON-ARGS")]
+    arguments: Option<String>,
+    /// Print events as they arrive for this many seconds (after the command, if any).
+    #[arg(long, value_name = "SECONDS")]
+    events: Option<u64>,
+    /// With --events: stop at the first event of this name.
+    #[arg(long, value_name = "EVENT", requires = "events")]
+    until: Option<String>,
+}
+
+impl Args {
+    pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
+        qmp_command(self, g)?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn qmp_command(a: Args, g: &Global) -> anyhow::Result<()> {
+    let Args {
+        socket,
+        instance,
+        command,
+        arguments,
+        events,
+        until,
+    } = a;
+    let path = match (socket, instance) {
+        (Some(p), _) => p,
+        (None, Some(name)) => {
+            state::check_name(&name)?;
+            g.run_dir().socket(&name, state::Socket::Qmp)
+        }
+        (None, None) => anyhow::bail!("give --socket or --instance"),
+    };
+    let args: serde_json::Value = match &arguments {
+        Some(text) => {
+            serde_json::from_str(text).with_context(|| format!("JSON-ARGS is not JSON: {text}"))?
+        }
+        None => serde_json::Value::Null,
+    };
+    if !(args.is_null() || args.is_object()) {
+        anyhow::bail!("JSON-ARGS must be a JSON object, not {args}");
+    }
+    runtime()?.block_on(async {
+        let qmp = kvm_hypervisor::qmp::Client::connect(&path).await?;
+        let listener = events.map(|_| qmp.events());
+        if let Some(name) = &command {
+            let reply = qmp.execute_raw(name.clone(), args).await?;
+            println!("{}", serde_json::to_string_pretty(&reply)?);
+        }
+        if let (Some(secs), Some(mut listener)) = (events, listener) {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+            while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, listener.next()).await {
+                let line = json!({
+                    "event": event.name,
+                    "data": event.data,
+                    "timestamp": {"seconds": event.timestamp.seconds, "microseconds": event.timestamp.microseconds},
+                });
+                println!("{line}");
+                if until.as_deref() == Some(event.name.as_str()) {
+                    break;
+                }
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+}

@@ -1,0 +1,112 @@
+//! `validate SPEC`: the spec and its hvparams, on this host and its QEMU.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use kvm_hypervisor::caps;
+use kvm_hypervisor::spec::{InstanceSpec, SpecError};
+use kvm_hypervisor::validate::{Finding, Report, report_of_problems, validate_spec};
+use serde_json::json;
+
+use crate::global::Global;
+use crate::output::{invalid, runtime};
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The spec file (.json or .toml).
+    spec: PathBuf,
+    /// Print a JSON report.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Args {
+    pub(crate) fn run(self, _: &Global) -> anyhow::Result<ExitCode> {
+        let path = self.spec.as_path();
+        let loaded = match InstanceSpec::load(path) {
+            Ok(loaded) => loaded,
+            Err(SpecError::Invalid(problems)) => {
+                print_report(path, None, &report_of_problems(&problems), self.json)?;
+                return Ok(invalid());
+            }
+            Err(e @ SpecError::Syntax { .. }) => {
+                if self.json {
+                    println!(
+                        "{}",
+                        json!({"spec": path, "valid": false, "error": e.to_string()})
+                    );
+                } else {
+                    eprintln!("Error: {e}");
+                }
+                return Ok(invalid());
+            }
+            Err(e) => return Err(e).context("loading the instance spec"),
+        };
+        let report = runtime()?.block_on(validate_spec(&loaded, &caps::default_cache_dir()));
+        print_report(path, Some(loaded.spec.name().as_str()), &report, self.json)?;
+        Ok(if report.is_valid() {
+            ExitCode::SUCCESS
+        } else {
+            invalid()
+        })
+    }
+}
+
+fn print_report(
+    path: &Path,
+    name: Option<&str>,
+    report: &Report,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    if as_json {
+        let out = json!({
+            "spec": path,
+            "name": name,
+            "valid": report.is_valid(),
+            "problems": report.problems,
+            "warnings": report.warnings,
+            "unchecked": report.unchecked,
+            "generated": report.generated,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let who = name.map_or_else(|| path.display().to_string(), str::to_owned);
+    if report.is_valid() {
+        println!("{who}: valid on this host");
+    } else {
+        println!("{who}: {} problem(s)", report.problems.len());
+    }
+    let section = |title: &str, items: &[Finding]| {
+        if !items.is_empty() {
+            println!("{title}:");
+            for f in items {
+                println!("  {}: {}", f.field, f.message);
+            }
+        }
+    };
+    section("problems", &report.problems);
+    section("warnings", &report.warnings);
+    // One line per missing fact, not one per parameter.
+    let mut unchecked: Vec<(&str, Vec<&str>)> = Vec::new();
+    for f in &report.unchecked {
+        match unchecked.iter_mut().find(|(m, _)| *m == f.message) {
+            Some((_, fields)) => fields.push(&f.field),
+            None => unchecked.push((&f.message, vec![&f.field])),
+        }
+    }
+    if !unchecked.is_empty() {
+        println!("not checked:");
+        for (message, fields) in unchecked {
+            println!("  {}: {message}", fields.join(", "));
+        }
+    }
+    if !report.generated.is_empty() {
+        println!("generated (add these to the spec to keep them):");
+        for g in &report.generated {
+            println!("  {} = {}", g.field, g.value);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! Options every subcommand takes.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use kvm_hypervisor::state::{RunDir, UidPool};
+use kvm_hypervisor::{Node, caps};
+
+/// The global options.
+#[derive(clap::Args)]
+pub(crate) struct Global {
+    /// The run directory [default: /run/kvm-hypervisor for root,
+    /// $XDG_RUNTIME_DIR/kvm-hypervisor otherwise]. Point it at Ganeti's
+    /// `/var/run/ganeti/kvm-hypervisor` to manage Ganeti's instances.
+    #[arg(long, global = true, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// The uid pool for security_model=pool, e.g. `2000-2099,3000` (Ganeti's
+    /// cluster uid_pool); also read from KVM_HYPERVISOR_UID_POOL.
+    #[arg(
+        long,
+        global = true,
+        value_name = "RANGES",
+        env = "KVM_HYPERVISOR_UID_POOL",
+        value_parser = parse_uid_pool
+    )]
+    uid_pool: Option<UidPool>,
+}
+
+fn parse_uid_pool(text: &str) -> Result<UidPool, String> {
+    UidPool::parse(text).map_err(|e| e.to_string())
+}
+
+impl Global {
+    /// The run directory's path.
+    pub(crate) fn run_root(&self) -> PathBuf {
+        self.run_dir.clone().unwrap_or_else(RunDir::default_path)
+    }
+
+    /// The run directory, not created if missing.
+    pub(crate) fn run_dir(&self) -> RunDir {
+        RunDir::at(self.run_root())
+    }
+
+    /// The node: the run directory (created if missing), the capability
+    /// cache (`cache_dir`, else the default) and the uid pool.
+    pub(crate) fn node(&self, cache_dir: Option<PathBuf>) -> anyhow::Result<Node> {
+        let root = self.run_root();
+        let cache = cache_dir.unwrap_or_else(caps::default_cache_dir);
+        let node = Node::open(&root, cache)
+            .with_context(|| format!("opening the run directory {}", root.display()))?;
+        Ok(node.with_uid_pool(self.uid_pool.clone().unwrap_or_default()))
+    }
+}
