@@ -26,6 +26,8 @@ use anyhow::{Context, Result, bail, ensure};
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use serde_json::{Value, json};
 
+use crate::timing::{Breakdown, RUST_LOG};
+
 const BOOT_DEADLINE: Duration = Duration::from_secs(180);
 const REPLY_DEADLINE: Duration = Duration::from_secs(10);
 /// How long the guest gets to see a disk come or go (TCG on a shared host).
@@ -402,6 +404,35 @@ fn ours_pair(inst: &Instance, console: &mut Console, uuid: &str, image: &Path) -
     Ok(Ours { add, remove, addr })
 }
 
+/// The library's own per-step timings of `add-disk`, over `runs` extra
+/// untimed pairs.
+fn add_breakdown(
+    inst: &Instance,
+    console: &mut Console,
+    image: &Path,
+    runs: u32,
+) -> Result<Breakdown> {
+    let mut steps = Breakdown::default();
+    for i in 0..runs {
+        let uuid = format!("{:08x}-b0b0-4000-8000-000000000000", 0xfff0 + i);
+        let spec = json!({"uuid": uuid, "path": image, "size": 64}).to_string();
+        let o = inst
+            .cmd(&["hotplug", "add-disk", &inst.name, &spec, "--json"])
+            .env(RUST_LOG.0, RUST_LOG.1)
+            .output()?;
+        ensure!(
+            o.status.success(),
+            "add-disk: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        steps.add(&String::from_utf8_lossy(&o.stderr));
+        console.block_uevent("add")?;
+        inst.ok(&["hotplug", "del-disk", &inst.name, &uuid, "--timeout", "60"])?;
+        console.block_uevent("remove")?;
+    }
+    Ok(steps)
+}
+
 fn floor_pair(qmp_path: &Path, console: &mut Console, d: &FloorDisk<'_>) -> Result<(Times, Times)> {
     let add = floor_add(qmp_path, d)?;
     console.block_uevent("add")?;
@@ -498,6 +529,7 @@ pub(crate) fn bench_hotplug(
         inst.ok(&["--version"])?;
         exec.push(e.elapsed());
     }
+    let steps = add_breakdown(&inst, &mut console, &ours_img, 5)?;
     drop(inst);
 
     let (fa, fd, oa, od) = (median(f_add), median(f_del), median(o_add), median(o_del));
@@ -558,5 +590,7 @@ pub(crate) fn bench_hotplug(
         median_f(r_add_once),
         median_f(r_del_once)
     );
+    println!("  add-disk inside the process, per step (the library's timing events, median of 5):");
+    steps.print("          ");
     Ok(())
 }

@@ -12,6 +12,7 @@ mod bench_hotplug;
 mod bench_start;
 mod e2e;
 mod e2e_hotplug;
+mod timing;
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
@@ -518,11 +519,7 @@ fn bench_start() -> Result<()> {
         "cargo build --release -p kvm-hypervisor-cli",
         cargo().args(["build", "--release", "--quiet", "-p", "kvm-hypervisor-cli"]),
     )?;
-    // On a real host the run directory (/run) is a tmpfs; where it is not
-    // (as here), KVMH_BENCH_DIR=/dev/shm/... measures that case.
-    let dir = std::env::var_os("KVMH_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/bench-start"));
+    let dir = bench_dir("start");
     let _ = std::fs::remove_dir_all(dir.join("run"));
     std::fs::create_dir_all(&dir)?;
     let disk = dir.join("disk0.img");
@@ -542,6 +539,20 @@ fn bench_start() -> Result<()> {
     )
 }
 
+/// Where a benchmark keeps its run directory, images and cache. On a real
+/// host the run directory (/run) is a tmpfs, so the benchmarks use one too:
+/// `KVMH_BENCH_DIR`, else `/dev/shm/kvmh-bench-NAME`, else `target/`.
+fn bench_dir(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("KVMH_BENCH_DIR") {
+        return PathBuf::from(dir);
+    }
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        return shm.join(format!("kvmh-bench-{name}"));
+    }
+    root().join(format!("target/bench-{name}"))
+}
+
 fn bench_hotplug() -> Result<()> {
     ensure_packages()?;
     let g = guest()?;
@@ -549,7 +560,8 @@ fn bench_hotplug() -> Result<()> {
         "cargo build --release -p kvm-hypervisor-cli",
         cargo().args(["build", "--release", "--quiet", "-p", "kvm-hypervisor-cli"]),
     )?;
-    let dir = root().join("target/bench-hotplug");
+    let dir = bench_dir("hotplug");
+    let _ = std::fs::remove_dir_all(dir.join("run"));
     std::fs::create_dir_all(&dir)?;
     let disk = dir.join("disk0.img");
     std::fs::File::create(&disk)?.set_len(64 << 20)?;

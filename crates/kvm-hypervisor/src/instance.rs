@@ -12,6 +12,7 @@ use crate::node::Node;
 use crate::state::{
     self, Format, InstanceLock, Liveness, LockWait, RuntimeRecord, Socket, StateError,
 };
+use crate::timing::StepClock;
 
 /// Why a running instance cannot be opened.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +64,9 @@ impl<'a> Instance<'a> {
         monitor_wait: Duration,
     ) -> Result<Instance<'a>, OpenError> {
         state::check_name(name)?;
+        let mut clock = StepClock::start("open");
         let lock = node.run.lock(name, LockWait::Up(lock_wait))?;
+        clock.lap("lock");
         if !matches!(state::liveness(&node.run, name), Liveness::Running { .. }) {
             // A stale intent of a QEMU that is gone means nothing any more.
             node.run.clear_intent(name);
@@ -77,12 +80,14 @@ impl<'a> Instance<'a> {
             .read_runtime(name)?
             .map(|f| f.record())
             .ok_or_else(|| OpenError::NoRecord(name.to_owned()))?;
+        clock.lap("record");
         let qmp = connect(&node.run.socket(name, Socket::Qmp), monitor_wait)
             .await
             .map_err(|source| OpenError::Monitor {
                 name: name.to_owned(),
                 source: Box::new(source),
             })?;
+        clock.lap("connect");
         Ok(Instance {
             node,
             name: name.to_owned(),

@@ -34,6 +34,7 @@ pub mod node;
 mod outcome;
 pub mod process;
 pub mod spec;
+mod timing;
 pub mod validate;
 
 /// Device ids and slot allocation, re-exported.
@@ -63,3 +64,4 @@ pub use qmp_protocol as qmp;
 pub use runtime_state as state;
 /// Taps, links and NIC configuration, re-exported.
 pub use tap_netdev as net;
+pub use timing::TIMING_TARGET;

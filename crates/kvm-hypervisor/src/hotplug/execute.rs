@@ -23,6 +23,7 @@ use crate::launch::rollback::{Rollback, Undo};
 use crate::net::Tap;
 use crate::spec::{DiskSpec, NicSpec};
 use crate::state::{Intent, IntentAction, IntentDevice};
+use crate::timing::StepClock;
 
 impl Instance<'_> {
     pub(super) fn entry_extra(&mut self, uuid: &str) -> Option<&mut Map<String, Json>> {
@@ -88,8 +89,10 @@ impl Instance<'_> {
     }
 
     pub(super) async fn add_disk(&mut self, disk: &DiskSpec) -> Result<Added, HotplugError> {
+        let mut clock = StepClock::start("add-disk");
         let hv = record_hvparams(&self.record);
         let observed = self.observed_pci().await?;
+        clock.lap("query-pci");
         let scsi = if hv.disk_type().is_scsi() {
             if !self.peripherals().await?.contains_key("scsi") {
                 return Err(not_supported(
@@ -108,6 +111,7 @@ impl Instance<'_> {
             &scsi,
             &device_env(Some(disk)),
         )?;
+        clock.lap("plan");
         let id = plan.hvinfo.id.to_string();
         let step_err = |step: &'static str| {
             let id = id.clone();
@@ -122,6 +126,7 @@ impl Instance<'_> {
             Some(o) => Some(open_disk(o).map_err(|e| step_err("open")(boxed(e)))?),
             None => None,
         };
+        clock.lap("open-file");
         self.write_intent(&Intent {
             action: IntentAction::Add,
             kind: IntentDevice::Disk,
@@ -131,13 +136,18 @@ impl Instance<'_> {
             nic: None,
             fd_names: Vec::new(),
         })?;
+        clock.lap("intent");
         let mut undo = Rollback::default();
-        let result = self.add_disk_steps(&plan, file, &mut undo).await;
+        let result = self
+            .add_disk_steps(&plan, file, &mut undo, &mut clock)
+            .await;
         match result {
             Ok(()) => {
                 self.record.disks.push(plan.record.clone());
                 self.save()?;
+                clock.lap("record");
                 self.clear_intent();
+                clock.lap("intent-clear");
                 tracing::info!(instance = %self.name, id, placement = %plan.hvinfo.device_args(), "disk hot-added");
                 Ok(Added {
                     kind: "disk",
@@ -160,6 +170,7 @@ impl Instance<'_> {
         plan: &DiskAddPlan,
         file: Option<OwnedFd>,
         undo: &mut Rollback,
+        clock: &mut StepClock,
     ) -> Result<(), (&'static str, Box<dyn std::error::Error + Send + Sync>)> {
         let id = plan.hvinfo.id.to_string();
         let mut blockdev = plan.blockdev.clone();
@@ -176,6 +187,7 @@ impl Instance<'_> {
                 .map_err(|e| ("add-fd", boxed(e)))?;
             drop(fd);
             undo.push(Undo::RemoveFd(info.fdset_id));
+            clock.lap("add-fd");
             fdset = Some(info.fdset_id);
             if let Some(f) = blockdev.properties.get_mut("file") {
                 f["filename"] = json!(format!("/dev/fdset/{}", info.fdset_id));
@@ -186,12 +198,14 @@ impl Instance<'_> {
             .await
             .map_err(|e| ("blockdev-add", boxed(e)))?;
         undo.push(Undo::BlockdevDel(id.clone()));
+        clock.lap("blockdev-add");
         crash_hook("blockdev-add");
         self.qmp
             .execute(plan.device.clone())
             .await
             .map_err(|e| ("device_add", boxed(e)))?;
         undo.push(Undo::DeviceDel(id.clone()));
+        clock.lap("device_add");
         if !self
             .verify(&plan.hvinfo)
             .await
@@ -199,12 +213,14 @@ impl Instance<'_> {
         {
             return Err(("verify", boxed(NotVisible(id))));
         }
+        clock.lap("verify");
         // The block node holds its own descriptor now.
         if let Some(set) = fdset
             && let Err(e) = self.qmp.execute(RemoveFd::set(set)).await
         {
             tracing::warn!(fdset = set, error = %e, "remove-fd failed");
         }
+        clock.lap("remove-fd");
         Ok(())
     }
 

@@ -350,7 +350,9 @@ pub(super) fn open_disk(o: &OpenDisk) -> std::io::Result<OwnedFd> {
 /// Hot-adds `disk` to the running instance `name`.
 pub async fn add_disk(node: &Node, name: &str, disk: &DiskSpec) -> Result<Added, HotplugError> {
     let mut s = open(node, name).await?;
+    let mut clock = crate::timing::StepClock::start("add-disk");
     s.recover().await?;
+    clock.lap("recover");
     s.add_disk(disk).await
 }
 

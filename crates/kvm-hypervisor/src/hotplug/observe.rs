@@ -61,19 +61,18 @@ impl Instance<'_> {
     /// on `pci.0` at the planned slot (`query-pci`).
     pub(super) async fn verify(&self, hvinfo: &HvInfo) -> Result<bool, HotplugError> {
         let id = hvinfo.id.as_str();
-        let realized = self
-            .qmp
-            .execute(QomGet::new(format!("/machine/peripheral/{id}"), "realized"))
-            .await;
-        if !matches!(realized, Ok(Json::Bool(true))) {
-            return Ok(false);
-        }
+        // `query-pci` lists realized devices only: for a device on `pci.0`
+        // it alone tells both that it is realized and where.
         if let Placement::Pci { bus, slot } = &hvinfo.placement
             && bus == "pci.0"
         {
             let seen = self.observed_pci().await?;
             return Ok(seen.iter().any(|d| d.qdev_id == id && d.slot == slot.get()));
         }
-        Ok(true)
+        let realized = self
+            .qmp
+            .execute(QomGet::new(format!("/machine/peripheral/{id}"), "realized"))
+            .await;
+        Ok(matches!(realized, Ok(Json::Bool(true))))
     }
 }

@@ -18,6 +18,7 @@ use crate::node::Node;
 use crate::process::{ChildStderr, PassFd, spawn_with_fds};
 use crate::spec::InstanceSpec;
 use crate::state::{self, Format, RuntimeRecord, Socket};
+use crate::timing::StepClock;
 
 /// How long QEMU may take from spawn to answering its monitor.
 pub const MONITOR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -54,6 +55,7 @@ pub(crate) async fn launch(
     plan: &LaunchPlan,
     rb: &mut Rollback,
     log: &Path,
+    clock: &mut StepClock,
 ) -> StepResult<Launched> {
     let name = spec.name().as_str();
     let run = &node.run;
@@ -69,8 +71,11 @@ pub(crate) async fn launch(
         at("chroot", builder.create(&dir))?;
         rb.push(Undo::RemoveDir(dir));
     }
+    clock.lap("files");
     let taps = open_taps(plan, rb).await?;
+    clock.lap("taps");
     let listeners = bind_sockets(plan, rb)?;
+    clock.lap("sockets");
     at(
         "log",
         std::fs::create_dir_all(log.parent().unwrap_or(Path::new("/"))),
@@ -100,6 +105,7 @@ pub(crate) async fn launch(
         spawn_with_fds(binary, &plan.argv[1..], &pass, stderr),
     )?;
     let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+    clock.lap("spawn");
     rb.push(Undo::Kill(pid));
     rb.push(Undo::RemoveFile(run.pid_file(name)));
     // Our copies of the sockets and taps close here; QEMU holds its own.
@@ -113,6 +119,7 @@ pub(crate) async fn launch(
         "monitor",
         connect(&run.socket(name, Socket::Qmp), MONITOR_TIMEOUT).await,
     )?;
+    clock.lap("monitor");
     Ok(Launched {
         pid,
         qmp,
@@ -164,7 +171,12 @@ fn bind_sockets(
 }
 
 /// Runs the plan's post-start steps in order.
-pub(crate) async fn post_start(plan: &LaunchPlan, qmp: &Client, pid: i32) -> StepResult<()> {
+pub(crate) async fn post_start(
+    plan: &LaunchPlan,
+    qmp: &Client,
+    pid: i32,
+    clock: &mut StepClock,
+) -> StepResult<()> {
     for step in &plan.post_start {
         match step {
             PostStartStep::SetPassword { protocol, file } => {
@@ -185,6 +197,7 @@ pub(crate) async fn post_start(plan: &LaunchPlan, qmp: &Client, pid: i32) -> Ste
             #[allow(unreachable_patterns)]
             _ => {}
         }
+        clock.lap(step.name());
     }
     Ok(())
 }

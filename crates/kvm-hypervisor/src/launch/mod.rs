@@ -17,6 +17,7 @@ use crate::caps::{self, CapsError};
 use crate::node::Node;
 use crate::spec::InstanceSpec;
 use crate::state::{self, Liveness, LockWait, StateError, UidPoolError};
+use crate::timing::StepClock;
 use crate::validate::{Finding, validate_on_host};
 
 /// Options of [`start`].
@@ -205,6 +206,7 @@ async fn prepare(
     opts: StartOptions,
 ) -> Result<(plan::LaunchPlan, Rollback), StartError> {
     let name = spec.name().as_str();
+    let mut clock = StepClock::start("start");
     // Host checks first (a missing kvm_path is reported as such), then the
     // same checks with what this QEMU can do.
     let mut facts = crate::host::gather(spec);
@@ -217,12 +219,15 @@ async fn prepare(
         return Err(invalid(report.problems));
     }
     let binary = PathBuf::from(spec.hvparams().kvm_path());
+    clock.lap("validate-host");
     let caps = caps::capabilities(&binary, &node.cache_dir).await?.caps;
+    clock.lap("capabilities");
     facts.hv.qemu = Some(crate::host::qemu_facts(&caps));
     let report = validate_on_host(spec, &facts, Vec::new());
     if !report.is_valid() {
         return Err(invalid(report.problems));
     }
+    clock.lap("validate-qemu");
     let mut env = crate::host::plan_env(spec, &caps);
     env.mode = if opts.paused {
         StartMode::Paused
@@ -234,7 +239,9 @@ async fn prepare(
         env.pool_user = Some(allocate_uid(node, name)?);
         rb.push(Undo::RemoveFile(node.run.uid_file(name)));
     }
-    match plan_start(spec, &caps, &node.run, &env) {
+    let planned = plan_start(spec, &caps, &node.run, &env);
+    clock.lap("plan");
+    match planned {
         Ok(plan) => Ok((plan, rb)),
         Err(source) => {
             rb.run(None).await;
@@ -254,9 +261,11 @@ async fn execute(
     rb: &mut Rollback,
     log: &Path,
 ) -> Result<i32, StepError> {
-    let launched = launch(node, spec, plan, rb, log).await?;
-    post_start(plan, &launched.qmp, launched.pid).await?;
+    let mut clock = StepClock::start("start");
+    let launched = launch(node, spec, plan, rb, log, &mut clock).await?;
+    post_start(plan, &launched.qmp, launched.pid, &mut clock).await?;
     commit(node, spec, plan, &launched.taps)?;
+    clock.lap("record");
     Ok(launched.pid)
 }
 

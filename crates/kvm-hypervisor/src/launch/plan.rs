@@ -125,6 +125,18 @@ pub enum PostStartStep {
     Cont,
 }
 
+impl PostStartStep {
+    /// The step's name, as in errors and timings.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PostStartStep::SetPassword { .. } => "password",
+            PostStartStep::PinCpus { .. } => "pinning",
+            PostStartStep::Balloon { .. } => "balloon",
+            PostStartStep::Cont => "cont",
+        }
+    }
+}
+
 /// Everything needed to start an instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaunchPlan {
