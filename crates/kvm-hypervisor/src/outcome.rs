@@ -202,7 +202,8 @@ impl Classify for HotplugError {
             | HotplugError::UnknownDevice { .. }
             | HotplugError::Duplicate { .. }
             | HotplugError::Device(_)
-            | HotplugError::BadSize(_) => ErrorKind::InvalidInput,
+            | HotplugError::BadSize(_)
+            | HotplugError::WouldShrink { .. } => ErrorKind::InvalidInput,
             HotplugError::RemovalPending { .. } => ErrorKind::Busy,
             _ => ErrorKind::Failed,
         }

@@ -242,15 +242,27 @@ async fn disk_add_resize_remove_seen_by_the_guest() {
     // QMP takes one client at a time: the library connects next.
     drop(c);
 
-    let resized = hotplug::resize_disk(&vm.node, &vm.name, HOT, 128 << 20)
+    let resized = hotplug::resize_disk(&vm.node, &vm.name, HOT, 128 << 20, false)
         .await
         .expect("resize");
     assert_eq!(resized.bytes, 128 << 20);
+    assert_eq!(resized.previous_bytes, Some(64 << 20));
     assert_eq!(
         console.run("cat /sys/block/vdb/size").await,
         ["262144"],
         "the guest sees 128 MiB"
     );
+    assert_eq!(record(&vm).disks[1].size, Some(128));
+
+    // Shrinking discards data: refused without allow_shrink, nothing changed.
+    let err = hotplug::resize_disk(&vm.node, &vm.name, HOT, 16 << 20, false)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "disk-4070c000-1111-4222 is 134217728 bytes: resizing it to 16777216 bytes would discard its last 117440512 bytes; shrinking needs --allow-shrink"
+    );
+    assert_eq!(std::fs::metadata(&img).expect("image").len(), 128 << 20);
     assert_eq!(record(&vm).disks[1].size, Some(128));
 
     let removed = hotplug::remove_disk(&vm.node, &vm.name, HOT, Duration::from_secs(30))

@@ -13,8 +13,12 @@ pub(crate) struct Args {
     name: String,
     /// The disk's UUID.
     uuid: String,
-    /// The new size: MiB, or with a K/M/G/T suffix.
+    /// The new size: MiB, or with a unit (1.5G, 512MiB, 100GB; K/M/G/T are
+    /// binary as in QEMU, KB/MB/GB/TB decimal).
     size: String,
+    /// Allow a smaller size, discarding the end of the disk's data.
+    #[arg(long)]
+    allow_shrink: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -30,12 +34,17 @@ impl Args {
 fn resize(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     let node = g.node(None)?;
     let (name, uuid, size, as_json) = (a.name.as_str(), a.uuid.as_str(), a.size.as_str(), a.json);
+    let allow_shrink = a.allow_shrink;
     let bytes = hotplug::parse_size(size)?;
-    let r = runtime()?.block_on(hotplug::resize_disk(&node, name, uuid, bytes))?;
+    let r = runtime()?.block_on(hotplug::resize_disk(&node, name, uuid, bytes, allow_shrink))?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        println!("{}: resized to {} MiB", r.id, r.bytes / (1024 * 1024));
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        match r.previous_bytes {
+            Some(p) => println!("{}: resized from {} to {} MiB", r.id, mib(p), mib(r.bytes)),
+            None => println!("{}: resized to {} MiB", r.id, mib(r.bytes)),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

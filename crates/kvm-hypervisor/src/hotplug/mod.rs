@@ -160,8 +160,21 @@ pub enum HotplugError {
         id: String,
     },
     /// A disk size that is not a positive number of bytes.
-    #[error("{0} is not a disk size")]
+    #[error("{0} is not a disk size (a number of MiB, or with a unit: 1.5G, 512MiB, 100GB)")]
     BadSize(String),
+    /// A resize that would shrink the disk, without `allow_shrink`.
+    #[error(
+        "{id} is {previous} bytes: resizing it to {bytes} bytes would discard its last {} bytes; shrinking needs --allow-shrink",
+        previous - bytes
+    )]
+    WouldShrink {
+        /// The device id.
+        id: String,
+        /// Its size now.
+        previous: u64,
+        /// The size asked for.
+        bytes: u64,
+    },
     /// Talking to QEMU failed.
     #[error("QMP on instance {name}")]
     Qmp {
@@ -212,6 +225,8 @@ pub struct Resized {
     pub uuid: String,
     /// The QEMU id.
     pub id: String,
+    /// The size before, in bytes (when QEMU or the record knew it).
+    pub previous_bytes: Option<u64>,
     /// The new size in bytes.
     pub bytes: u64,
 }
@@ -409,12 +424,15 @@ pub async fn modify_nic(
 }
 
 /// Resizes disk `uuid` to `bytes` (`block_resize`); legacy
-/// (`hotdisk-…-pci-N`) disks by their backend name.
+/// (`hotdisk-…-pci-N`) disks by their backend name. Grows only, as Ganeti's
+/// `grow-disk`: a smaller size discards the end of the disk's data and is
+/// refused unless `allow_shrink`.
 pub async fn resize_disk(
     node: &Node,
     name: &str,
     uuid: &str,
     bytes: u64,
+    allow_shrink: bool,
 ) -> Result<Resized, HotplugError> {
     if bytes == 0 {
         return Err(HotplugError::BadSize("0".into()));
@@ -439,6 +457,18 @@ pub async fn resize_disk(
         .ok()
         .and_then(|i| i.legacy_slot())
         .is_some();
+    let mib = d.size.and_then(|m| m.checked_mul(MIB));
+    let previous = current_size(&s, &id).await.or(mib);
+    if let Some(previous) = previous
+        && bytes < previous
+        && !allow_shrink
+    {
+        return Err(HotplugError::WouldShrink {
+            id,
+            previous,
+            bytes,
+        });
+    }
     let cmd = if legacy {
         BlockResize {
             device: Some(id.clone()),
@@ -453,12 +483,28 @@ pub async fn resize_disk(
         d.size = Some(bytes.div_ceil(MIB));
     }
     s.save()?;
-    tracing::info!(instance = name, id, bytes, "disk resized");
+    tracing::info!(instance = name, id, bytes, ?previous, "disk resized");
     Ok(Resized {
         uuid: uuid.to_owned(),
         id,
+        previous_bytes: previous,
         bytes,
     })
+}
+
+/// The size QEMU reports for block node `id`, if it has one by that name.
+async fn current_size(s: &Instance<'_>, id: &str) -> Option<u64> {
+    let args = serde_json::json!({"flat": true});
+    let nodes = s
+        .qmp
+        .execute_raw("query-named-block-nodes", args)
+        .await
+        .ok()?;
+    nodes
+        .as_array()?
+        .iter()
+        .find(|n| n["node-name"] == id)
+        .and_then(|n| n["image"]["virtual-size"].as_u64())
 }
 
 /// Whether hotplug is possible for the running instance `name`, per device type.
@@ -483,30 +529,28 @@ pub async fn recover(node: &Node, name: &str) -> Result<Vec<Recovery>, HotplugEr
     s.recover().await
 }
 
-/// Parses a size: bytes with a `K`/`M`/`G`/`T` suffix (binary), or a plain
-/// number of MiB (Ganeti's unit).
+/// Parses a disk size: a plain number is MiB (Ganeti's unit); a number with
+/// a unit may be fractional. `K`, `M`, `G`, `T` (QEMU's notation) and `KiB`
+/// … `TiB` are binary; `KB` … `TB` are decimal: `1.5G` is 1.5 GiB, `100MB`
+/// is 100,000,000 bytes. The result is rounded up to whole 512-byte sectors.
 pub fn parse_size(s: &str) -> Result<u64, HotplugError> {
-    let t = s.trim();
     let bad = || HotplugError::BadSize(s.to_owned());
-    let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        None => (t, MIB),
-        Some((i, _)) => {
-            let mult = match t[i..].to_ascii_uppercase().trim_end_matches(['B', 'I']) {
-                "K" => 1024,
-                "M" => MIB,
-                "G" => 1024 * MIB,
-                "T" => 1024 * 1024 * MIB,
-                "" => 1,
-                _ => return Err(bad()),
-            };
-            (&t[..i], mult)
-        }
+    let t = s.trim();
+    // QEMU's single-letter units are binary: K -> KiB, M -> MiB.
+    let unit_at = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(unit_at);
+    let unit = match unit.to_ascii_uppercase().as_str() {
+        u @ ("K" | "M" | "G" | "T") => format!("{u}iB"),
+        _ => unit.to_owned(),
     };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .filter(|n| *n > 0)
-        .ok_or_else(bad)
+    let config = parse_size::Config::new().with_default_factor(MIB);
+    let bytes = config
+        .parse_size(format!("{num}{unit}"))
+        .map_err(|_| bad())?;
+    if bytes == 0 {
+        return Err(bad());
+    }
+    bytes.checked_next_multiple_of(512).ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -740,6 +784,28 @@ mod tests {
         assert_eq!(parse_size("1G").unwrap(), 1024 * MIB);
         assert_eq!(parse_size("64MiB").unwrap(), 64 * MIB);
         assert!(matches!(parse_size("x1"), Err(HotplugError::BadSize(_))));
+    }
+
+    #[test]
+    fn sizes_take_fractions_and_keep_decimal_units_decimal() {
+        assert_eq!(parse_size("1.5G").unwrap(), 1536 * MIB);
+        assert_eq!(parse_size("1.5 GiB").unwrap(), 1536 * MIB);
+        assert_eq!(parse_size("100MB").unwrap(), 100_000_256);
+        assert_eq!(parse_size("64M").unwrap(), parse_size("64MiB").unwrap());
+        assert_ne!(parse_size("64MB").unwrap(), parse_size("64MiB").unwrap());
+    }
+
+    #[test]
+    fn zero_and_overflowing_sizes_are_refused() {
+        assert_eq!(
+            parse_size("0").unwrap_err().to_string(),
+            "0 is not a disk size (a number of MiB, or with a unit: 1.5G, 512MiB, 100GB)"
+        );
+        assert!(matches!(
+            parse_size("99999999999T"),
+            Err(HotplugError::BadSize(_))
+        ));
+        assert!(matches!(parse_size("-5"), Err(HotplugError::BadSize(_))));
     }
 
     #[test]
