@@ -411,3 +411,67 @@ async fn check_reports_ide_disks_as_not_hotpluggable() {
     assert!(support.nic.add && support.nic.remove);
     stop(&vm).await;
 }
+
+fn pid_of(vm: &Vm) -> String {
+    std::fs::read_to_string(vm.node.run.pid_file(&vm.name)).expect("pid file")
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn reboot_that_cannot_restart_stops_nothing_and_keeps_the_record() {
+    let vm = start("rbmiss", json!({})).await;
+    let pid = pid_of(&vm);
+    let disk = vm.dir.join("disk0.img");
+    std::fs::rename(&disk, vm.dir.join("moved.img")).expect("move the disk away");
+
+    let err = lifecycle::reboot(&vm.node, &vm.name, true, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "instance rbmiss cannot start on this host:\n  disks[0].path: {} does not exist on this host",
+            disk.display()
+        )
+    );
+    assert_eq!(pid_of(&vm), pid, "the running QEMU was left alone");
+    assert!(matches!(
+        kvm_hypervisor::state::liveness(&vm.node.run, &vm.name),
+        kvm_hypervisor::state::Liveness::Running { .. }
+    ));
+    assert_eq!(record(&vm).disks.len(), 1);
+
+    // Once the disk is back, the same reboot goes through with a new QEMU.
+    std::fs::rename(vm.dir.join("moved.img"), &disk).expect("move it back");
+    let started = lifecycle::reboot(&vm.node, &vm.name, true, Duration::from_secs(5))
+        .await
+        .expect("reboot");
+    assert_ne!(started.pid.to_string(), pid.trim());
+    assert_eq!(record(&vm).disks.len(), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn reboot_whose_new_qemu_fails_keeps_the_record_for_a_retry() {
+    let vm = start("rbfail", json!({})).await;
+    // A QEMU option no check knows to refuse: the restart passes every
+    // check and fails only when QEMU reads its command line.
+    let mut r = record(&vm);
+    r.hvparams
+        .insert("kvm_extra".into(), json!("-no-such-option"));
+    vm.node
+        .run
+        .write_record(&vm.name, &r, kvm_hypervisor::state::Format::Ours)
+        .expect("record");
+
+    let err = lifecycle::reboot(&vm.node, &vm.name, true, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+
+    assert!(
+        err.to_string().starts_with("starting rbfail failed at step `monitor`"),
+        "{err}"
+    );
+    assert_eq!(record(&vm).hvparams["kvm_extra"], json!("-no-such-option"));
+    let info = lifecycle::info(&vm.node, &vm.name).await.expect("info");
+    assert_eq!(info.state, lifecycle::InstanceState::Crashed);
+}

@@ -310,6 +310,25 @@ impl RunDir {
         name: &str,
         lock: InstanceLock,
     ) -> Result<Vec<PathBuf>, StateError> {
+        self.cleanup_impl(name, lock, false)
+    }
+
+    /// [`RunDir::cleanup_locked`] that keeps the runtime record: a reboot's
+    /// stop, whose record must survive until the new QEMU runs.
+    pub fn cleanup_keeping_record(
+        &self,
+        name: &str,
+        lock: InstanceLock,
+    ) -> Result<Vec<PathBuf>, StateError> {
+        self.cleanup_impl(name, lock, true)
+    }
+
+    fn cleanup_impl(
+        &self,
+        name: &str,
+        lock: InstanceLock,
+        keep_record: bool,
+    ) -> Result<Vec<PathBuf>, StateError> {
         check_name(name)?;
         if let crate::Liveness::Running { pid, .. } = crate::liveness(self, name) {
             return Err(StateError::StillRunning {
@@ -320,7 +339,9 @@ impl RunDir {
         let mut done = Vec::new();
         remove_file(&mut done, self.pid_file(name))?;
         remove_file(&mut done, self.uid_file(name))?;
-        remove_file(&mut done, self.runtime_file(name))?;
+        if !keep_record {
+            remove_file(&mut done, self.runtime_file(name))?;
+        }
         remove_file(&mut done, self.intent_file(name))?;
         remove_file(&mut done, self.qemu_log(name))?;
         remove_file(&mut done, self.console_log(name))?;

@@ -14,6 +14,7 @@ use self::execute::{StepError, commit, launch, post_start};
 use self::plan::{PlanError, StartMode, plan_start};
 use self::rollback::{Rollback, Undo};
 use crate::caps::{self, CapsError};
+use crate::cmdline::QemuCaps;
 use crate::node::Node;
 use crate::spec::InstanceSpec;
 use crate::state::{self, Liveness, LockWait, StateError, UidPoolError};
@@ -198,15 +199,14 @@ async fn start_locked(
     }
 }
 
-/// Validates `spec` on this host and its QEMU, takes a uid from the pool
-/// when asked to, and plans the start.
-async fn prepare(
+/// Validates `spec` on this host and against its QEMU; the capabilities
+/// and the planning environment.
+async fn check(
     node: &Node,
     spec: &InstanceSpec,
-    opts: StartOptions,
-) -> Result<(plan::LaunchPlan, Rollback), StartError> {
+    clock: &mut StepClock,
+) -> Result<(QemuCaps, plan::PlanEnv), StartError> {
     let name = spec.name().as_str();
-    let mut clock = StepClock::start("start");
     // Host checks first (a missing kvm_path is reported as such), then the
     // same checks with what this QEMU can do.
     let mut facts = crate::host::gather(spec);
@@ -228,7 +228,36 @@ async fn prepare(
         return Err(invalid(report.problems));
     }
     clock.lap("validate-qemu");
-    let mut env = crate::host::plan_env(spec, &caps);
+    let env = crate::host::plan_env(spec, &caps);
+    Ok((caps, env))
+}
+
+/// Whether `spec` could start on this node now: every check of [`start`]
+/// and a plan, with nothing started, taken or written. A reboot asks this
+/// before it stops anything.
+pub(crate) async fn check_startable(node: &Node, spec: &InstanceSpec) -> Result<(), StartError> {
+    let mut clock = StepClock::start("check");
+    let (caps, mut env) = check(node, spec, &mut clock).await?;
+    // A pool uid is taken only by the real start; any user name plans alike.
+    env.pool_user = Some("uid-pool-user".to_owned());
+    plan_start(spec, &caps, &node.run, &env)
+        .map(drop)
+        .map_err(|source| StartError::Plan {
+            name: spec.name().to_string(),
+            source,
+        })
+}
+
+/// Validates `spec` on this host and its QEMU, takes a uid from the pool
+/// when asked to, and plans the start.
+async fn prepare(
+    node: &Node,
+    spec: &InstanceSpec,
+    opts: StartOptions,
+) -> Result<(plan::LaunchPlan, Rollback), StartError> {
+    let name = spec.name().as_str();
+    let mut clock = StepClock::start("start");
+    let (caps, mut env) = check(node, spec, &mut clock).await?;
     env.mode = if opts.paused {
         StartMode::Paused
     } else {

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 
-use super::stop::{StopError, StopOptions, stop};
-use crate::launch::{StartError, StartOptions, Started, start};
+use super::stop::{StopError, StopOptions, stop_keeping_record};
+use crate::launch::{StartError, StartOptions, Started, check_startable, start};
 use crate::node::Node;
 use crate::spec::InstanceSpec;
 use crate::state::{RuntimeRecord, StateError};
@@ -87,7 +87,9 @@ pub fn spec_from_record(r: &RuntimeRecord) -> Result<InstanceSpec, crate::spec::
 /// A real reboot (Ganeti's "soft" reboot is a hard kill, reference
 /// §11.2.1): a graceful stop (ACPI power-down, waiting up to `timeout`),
 /// or a kill with `hard`, then a start from the runtime record, re-planned
-/// for the QEMU at hand.
+/// for the QEMU at hand. A restart that cannot work (a disk gone, the QEMU
+/// changed) is refused before anything is stopped, and the record is kept
+/// until the new QEMU runs: a failed restart never loses the instance.
 pub async fn reboot(
     node: &Node,
     name: &str,
@@ -103,14 +105,14 @@ pub async fn reboot(
         name: name.to_owned(),
         source,
     })?;
-    stop(
-        node,
-        name,
-        StopOptions {
-            timeout,
-            force: hard,
-        },
-    )
-    .await?;
+    // Refuse a restart that cannot work before anything is stopped.
+    check_startable(node, &spec).await?;
+    // The record stays until the new QEMU has written its own, so a failed
+    // restart can be retried with `reboot` or `start`.
+    let opts = StopOptions {
+        timeout,
+        force: hard,
+    };
+    stop_keeping_record(node, name, opts).await?;
     Ok(start(node, &spec, StartOptions::default()).await?)
 }

@@ -57,6 +57,25 @@ pub enum StopError {
 /// to `timeout`, then SIGTERM, then SIGKILL; then the NICs are taken down and
 /// every file removed. Needs no runtime record.
 pub async fn stop(node: &Node, name: &str, opts: StopOptions) -> Result<Ending, StopError> {
+    stop_impl(node, name, opts, false).await
+}
+
+/// [`stop`] that keeps the runtime record, for a reboot: the record goes
+/// only when a new QEMU has replaced it.
+pub(crate) async fn stop_keeping_record(
+    node: &Node,
+    name: &str,
+    opts: StopOptions,
+) -> Result<Ending, StopError> {
+    stop_impl(node, name, opts, true).await
+}
+
+async fn stop_impl(
+    node: &Node,
+    name: &str,
+    opts: StopOptions,
+    keep_record: bool,
+) -> Result<Ending, StopError> {
     let lock = node.run.lock(name, LockWait::Up(Duration::from_secs(30)))?;
     let record = node
         .run
@@ -83,7 +102,11 @@ pub async fn stop(node: &Node, name: &str, opts: StopOptions) -> Result<Ending, 
     if let Some(r) = &record {
         deconfigure_nics(name, r).await;
     }
-    let _ = node.run.cleanup_locked(name, lock);
+    let _ = if keep_record {
+        node.run.cleanup_keeping_record(name, lock)
+    } else {
+        node.run.cleanup_locked(name, lock)
+    };
     tracing::info!(instance = name, ?ending, "stopped");
     Ok(ending)
 }
