@@ -192,7 +192,46 @@ fn spawn(
         command.env_clear();
     }
     command.envs(env.iter().map(|(k, v)| (k, v)));
+    // SAFETY: the closure runs between fork and exec and only makes the
+    // async-signal-safe close_range(2)/fcntl(2) calls.
+    unsafe {
+        command.pre_exec(|| {
+            cloexec_from(3);
+            Ok(())
+        });
+    }
     command.spawn()
+}
+
+/// Marks every descriptor from `first` up close-on-exec. In the child
+/// between fork and exec: whatever our caller left open without `O_CLOEXEC`
+/// (a shell's `9>lock`, say) must not live on in QEMU or a script. Marked,
+/// not closed: the pipe through which the child reports a failed exec to
+/// us is among them and must stay open until the exec. Async-signal-safe.
+fn cloexec_from(first: i32) {
+    const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+    let from = u32::try_from(first).unwrap_or(3);
+    // SAFETY: close_range(2) on numbers only; no memory is touched.
+    let r = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            from,
+            u32::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r != 0 {
+        // Kernels before 5.11: one by one up to a generous bound.
+        for fd in first..65_536 {
+            cloexec(fd);
+        }
+    }
+}
+
+/// Marks `fd` close-on-exec (EBADF for an unused number is fine).
+fn cloexec(fd: i32) {
+    // SAFETY: fcntl(2) F_SETFD on a number; no memory is touched.
+    unsafe { nix::libc::fcntl(fd, nix::libc::F_SETFD, nix::libc::FD_CLOEXEC) };
 }
 
 /// A descriptor handed to a child at a fixed number.
@@ -244,6 +283,12 @@ pub fn spawn_with_fds(
         })
         .collect::<Result<_, _>>()?;
     let moves: Vec<(i32, i32)> = staged.iter().map(|(t, fd)| (fd.as_raw_fd(), *t)).collect();
+    // Everything above the highest target is closed at exec; so are the
+    // gaps below it.
+    let top = fds.iter().map(|p| p.target).max().unwrap_or(2);
+    let gaps: Vec<i32> = (3..top)
+        .filter(|n| !fds.iter().any(|p| p.target == *n))
+        .collect();
     let stderr = match stderr {
         ChildStderr::Piped => Stdio::piped(),
         ChildStderr::File(f) => Stdio::from(f),
@@ -257,8 +302,8 @@ pub fn spawn_with_fds(
         .stderr(stderr)
         .kill_on_drop(false);
     // SAFETY: the closure runs between fork and exec and only calls the
-    // async-signal-safe setsid(2) and dup2(2) on numbers computed before
-    // the fork.
+    // async-signal-safe setsid(2), dup2(2), fcntl(2) and close_range(2) on
+    // numbers computed before the fork.
     unsafe {
         command.pre_exec(move || {
             if nix::libc::setsid() < 0 {
@@ -269,6 +314,10 @@ pub fn spawn_with_fds(
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            for &fd in &gaps {
+                cloexec(fd);
+            }
+            cloexec_from(top + 1);
             Ok(())
         });
     }
@@ -311,6 +360,7 @@ async fn kill_group(child: &mut Child, pid: Option<u32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
     use std::os::unix::process::ExitStatusExt;
 
     fn output(stdout: &str, stderr: &str) -> Output {
@@ -319,6 +369,46 @@ mod tests {
             stdout: stdout.into(),
             stderr: stderr.into(),
         }
+    }
+
+    /// The descriptors a child sees: `ls` lists its own, plus the one it
+    /// opens to list them.
+    const LIST_FDS: &str = "ls /proc/self/fd";
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn scripts_inherit_no_descriptor_beyond_stdio() {
+        let devnull = std::fs::File::open("/dev/null").expect("open");
+        // dup(2) gives a descriptor without O_CLOEXEC, as a caller's shell would.
+        let leaked = nix::unistd::dup(&devnull).expect("dup");
+        let out = run_with_timeout(
+            Path::new("/bin/sh"),
+            &[OsStr::new("-c"), OsStr::new(LIST_FDS)],
+            BaseEnv::Inherit,
+            &[],
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("sh");
+        drop(leaked);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n1\n2\n3\n");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_spawned_child_keeps_only_the_descriptors_passed_to_it() {
+        let devnull = std::fs::File::open("/dev/null").expect("open");
+        let leaked = nix::unistd::dup(&devnull).expect("dup");
+        let passed = std::fs::File::open("/dev/null").expect("open");
+        let args = ["-c".to_owned(), format!("{LIST_FDS} >&2")];
+        let pass = [PassFd {
+            target: 4,
+            fd: passed.as_fd(),
+        }];
+        let child =
+            spawn_with_fds(Path::new("/bin/sh"), &args, &pass, ChildStderr::Piped).expect("spawn");
+        let out = child.wait_with_output().await.expect("wait");
+        drop(leaked);
+        // 3 is the gap below the passed 4, then taken by ls for its listing.
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "0\n1\n2\n3\n4\n");
     }
 
     #[test]

@@ -468,7 +468,8 @@ async fn reboot_whose_new_qemu_fails_keeps_the_record_for_a_retry() {
         .unwrap_err();
 
     assert!(
-        err.to_string().starts_with("starting rbfail failed at step `monitor`"),
+        err.to_string()
+            .starts_with("starting rbfail failed at step `monitor`"),
         "{err}"
     );
     assert_eq!(record(&vm).hvparams["kvm_extra"], json!("-no-such-option"));
