@@ -346,3 +346,27 @@ fn console_info_of_an_unknown_instance_exits_3() {
     let out = r.run(&["console", "nosuch", "--info"]);
     assert_eq!(out.status.code(), Some(3));
 }
+
+#[test]
+fn one_stale_pid_file_is_one_stale_row_not_a_failed_listing() {
+    let r = TempRun::new("stale-pid");
+    assert_eq!(r.run(&["list"]).status.code(), Some(0)); // lays the run directory out
+    std::fs::write(r.0.join("pid/ghost1"), "garbage\n").expect("pid file");
+    let out = r.run(&["list", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(rows[0]["name"], "ghost1");
+    assert_eq!(rows[0]["state"], "stale");
+    assert_eq!(
+        rows[0]["problem"],
+        "instance ghost1 is not running and has no runtime record"
+    );
+}
+
+#[test]
+fn a_huge_balloon_target_without_a_record_is_refused_not_wrapped() {
+    let r = TempRun::new("balloon-huge");
+    let out = r.run(&["balloon", "nosuch", "17592186044417"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(stdout(&out), "");
+}

@@ -50,9 +50,9 @@ pub use launch::plan::{
 pub use launch::rollback::{Rollback, Undo};
 pub use launch::{StartError, StartOptions, Started, start};
 pub use lifecycle::{
-    BalloonError, Console, Consoles, DeviceSummary, Ending, InfoError, InstanceInfo, InstanceState,
-    RebootError, StopError, StopOptions, balloon, cleanup, consoles, info, list, reboot,
-    resume_for_console, spec_from_record, stop,
+    BalloonError, Ballooned, Console, Consoles, DeviceSummary, Ending, InfoError, InstanceInfo,
+    InstanceState, RebootError, StopError, StopOptions, balloon, cleanup, consoles, info, info_all,
+    list, reboot, resume_for_console, spec_from_record, stop,
 };
 pub use node::{Node, NodeInfo};
 pub use outcome::{Classify, ErrorKind, error_kind};

@@ -476,3 +476,23 @@ async fn reboot_whose_new_qemu_fails_keeps_the_record_for_a_retry() {
     let info = lifecycle::info(&vm.node, &vm.name).await.expect("info");
     assert_eq!(info.state, lifecycle::InstanceState::Crashed);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn balloon_is_bounded_by_memory_and_warns_below_min_memory() {
+    let vm = start("blmin", json!({})).await;
+
+    let err = lifecycle::balloon(&vm.node, &vm.name, 512)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "512 MiB is more than the instance's memory (256 MiB)"
+    );
+    let done = lifecycle::balloon(&vm.node, &vm.name, 128)
+        .await
+        .expect("balloon");
+    assert_eq!(
+        done.warnings,
+        ["128 MiB is below the instance's min_memory (256 MiB)"]
+    );
+}

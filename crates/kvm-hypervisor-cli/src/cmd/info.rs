@@ -42,15 +42,10 @@ impl ListArgs {
 fn info(name: Option<String>, all: bool, g: &Global, as_json: bool) -> anyhow::Result<ExitCode> {
     let node = g.node(None)?;
     let rt = runtime()?;
-    let names = if all {
-        kvm_hypervisor::list(&node)?
-    } else {
-        name.into_iter().collect()
+    let infos = match (all, name) {
+        (true, _) | (false, None) => rt.block_on(kvm_hypervisor::info_all(&node))?,
+        (false, Some(n)) => vec![rt.block_on(kvm_hypervisor::info(&node, &n))?],
     };
-    let mut infos = Vec::new();
-    for n in &names {
-        infos.push(rt.block_on(kvm_hypervisor::info(&node, n))?);
-    }
     if as_json {
         let v = if all {
             serde_json::to_value(&infos)?

@@ -29,6 +29,9 @@ pub enum InstanceState {
     ShutdownByGuest,
     /// QEMU is gone without a stop or a guest power-off: it crashed or was killed.
     Crashed,
+    /// Files are left (a pid file, say) but no QEMU runs and there is no
+    /// runtime record, or the record cannot be read: `cleanup` removes them.
+    Stale,
 }
 
 /// What `info` reports.
@@ -54,6 +57,9 @@ pub struct InstanceInfo {
     pub from_qmp: bool,
     /// Devices: kind, uuid and QEMU id.
     pub devices: Vec<DeviceSummary>,
+    /// Why the instance is [`InstanceState::Stale`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// One device in [`InstanceInfo`].
@@ -108,6 +114,7 @@ pub async fn info(node: &Node, name: &str) -> Result<InstanceInfo, InfoError> {
                 machine,
                 from_qmp: false,
                 devices,
+                problem: None,
             };
             if let Ok(qmp) =
                 connect(&node.run.socket(name, Socket::Qmp), Duration::from_secs(2)).await
@@ -166,6 +173,7 @@ pub async fn info(node: &Node, name: &str) -> Result<InstanceInfo, InfoError> {
                 machine,
                 from_qmp: false,
                 devices,
+                problem: None,
             })
         }
         _ => Err(InfoError::Unknown(name.to_owned())),
@@ -215,6 +223,33 @@ fn uptime(pid: i32) -> Option<u64> {
 /// Names of every instance the run directory knows, running or not.
 pub fn list(node: &Node) -> Result<Vec<String>, StateError> {
     node.run.instances()
+}
+
+/// What is known of every instance of the run directory: one bad instance
+/// (a stale pid file, an unreadable record) is one [`InstanceState::Stale`]
+/// row, never a failed listing.
+pub async fn info_all(node: &Node) -> Result<Vec<InstanceInfo>, StateError> {
+    let mut all = Vec::new();
+    for name in list(node)? {
+        let info = match info(node, &name).await {
+            Ok(i) => i,
+            Err(e) => InstanceInfo {
+                name,
+                state: InstanceState::Stale,
+                pid: None,
+                memory_mib: None,
+                vcpus: None,
+                uptime_secs: None,
+                qemu_version: None,
+                machine: None,
+                from_qmp: false,
+                devices: Vec::new(),
+                problem: Some(e.to_string()),
+            },
+        };
+        all.push(info);
+    }
+    Ok(all)
 }
 
 /// Removes every file of a stopped instance; refuses a live one.
