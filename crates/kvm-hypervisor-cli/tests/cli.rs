@@ -265,10 +265,11 @@ fn info_of_an_unknown_instance_exits_3() {
 }
 
 #[test]
-fn balloon_of_an_unknown_instance_exits_3() {
+fn balloon_of_an_unknown_instance_exits_3_and_leaves_no_lock() {
     let r = TempRun::new("balloon-unknown");
     let out = r.run(&["balloon", "nosuch", "64"]);
     assert_eq!(out.status.code(), Some(3));
+    assert!(!r.0.join("conf/nosuch.lock").exists());
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         "Error: instance nosuch is not running and has no runtime record\n"
@@ -280,6 +281,14 @@ fn hotplug_on_an_unknown_instance_exits_3() {
     let r = TempRun::new("hotplug-unknown");
     let out = r.run(&["hotplug", "check", "nosuch"]);
     assert_eq!(out.status.code(), Some(3));
+    let resize = r.run(&[
+        "resize-disk",
+        "nosuch",
+        "0d15c000-0000-4000-8000-000000000000",
+        "1G",
+    ]);
+    assert_eq!(resize.status.code(), Some(3));
+    assert!(!r.0.join("conf/nosuch.lock").exists());
 }
 
 #[test]

@@ -71,6 +71,9 @@ impl<'a> Instance<'a> {
             // A stale intent of a QEMU that is gone means nothing any more.
             node.run.clear_intent(name);
             if !node.run.runtime_file(name).exists() {
+                // Nothing of the instance exists: not even its lock file
+                // stays (removed while held; a waiter retries on a new one).
+                let _ = std::fs::remove_file(lock.path());
                 return Err(OpenError::Unknown(name.to_owned()));
             }
             return Err(OpenError::NotRunning(name.to_owned()));
