@@ -25,12 +25,28 @@ pub(crate) fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Arguments that parse but cannot be right (exit status 1), found by the
+/// binary itself rather than the library.
+#[derive(Debug)]
+pub(crate) struct Invalid(pub(crate) String);
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
 /// Prints `err` as `Error: …` / `caused by: …` lines and returns the exit
 /// status of its kind.
 pub(crate) fn fail(err: &anyhow::Error) -> ExitCode {
     eprintln!("Error: {err}");
     for cause in err.chain().skip(1) {
         eprintln!("caused by: {cause}");
+    }
+    if err.downcast_ref::<Invalid>().is_some() {
+        return invalid();
     }
     ExitCode::from(kvm_hypervisor::error_kind(err.as_ref()).exit_status())
 }

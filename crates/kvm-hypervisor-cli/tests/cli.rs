@@ -379,3 +379,35 @@ fn a_huge_balloon_target_without_a_record_is_refused_not_wrapped() {
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(stdout(&out), "");
 }
+
+#[test]
+fn cleanup_of_an_unknown_instance_exits_3_and_removes_nothing() {
+    let r = TempRun::new("cleanup-unknown");
+    assert_eq!(r.run(&["list"]).status.code(), Some(0)); // lays the run directory out
+    let out = r.run(&["cleanup", "nosuch"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: instance nosuch has no files in the run directory\n"
+    );
+}
+
+#[test]
+fn malformed_qmp_arguments_are_not_echoed() {
+    let r = TempRun::new("qmp-args");
+    let out = r.run(&[
+        "qmp",
+        "--socket",
+        "/nonexistent.sock",
+        "set_password",
+        "{\"password\": \"s3cret",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("s3cret"), "{err}");
+    assert_eq!(
+        err,
+        "Error: JSON-ARGS is not JSON (EOF while parsing a string at line 1 column 20)\n"
+    );
+}

@@ -90,6 +90,7 @@ impl Classify for StateError {
             StateError::BadName { .. } => ErrorKind::InvalidInput,
             StateError::Busy { .. } | StateError::LockTimeout { .. } => ErrorKind::Busy,
             StateError::StillRunning { .. } => ErrorKind::Busy,
+            StateError::NoSuchInstance { .. } => ErrorKind::NoSuchInstance,
             _ => ErrorKind::Failed,
         }
     }

@@ -302,13 +302,16 @@ pub fn spawn_with_fds(
         .stderr(stderr)
         .kill_on_drop(false);
     // SAFETY: the closure runs between fork and exec and only calls the
-    // async-signal-safe setsid(2), dup2(2), fcntl(2) and close_range(2) on
-    // numbers computed before the fork.
+    // async-signal-safe setsid(2), umask(2), dup2(2), fcntl(2) and
+    // close_range(2) on numbers computed before the fork.
     unsafe {
         command.pre_exec(move || {
             if nix::libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // What QEMU creates (its HMP and serial sockets, the console
+            // log, the pid file) is for us alone, as our own files are.
+            nix::libc::umask(0o077);
             for &(from, to) in &moves {
                 if nix::libc::dup2(from, to) < 0 {
                     return Err(std::io::Error::last_os_error());

@@ -496,3 +496,63 @@ async fn balloon_is_bounded_by_memory_and_warns_below_min_memory() {
         ["128 MiB is below the instance's min_memory (256 MiB)"]
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn stop_does_not_call_a_qemu_killed_by_someone_else_powered_off() {
+    let vm = start("stopkill", json!({})).await;
+    let pid: i32 = pid_of(&vm).trim().parse().expect("pid");
+    // The monitor daemon's socket sees the POWERDOWN that `stop` causes.
+    let kvmd = lifecycle::connect(
+        &vm.node
+            .run
+            .socket(&vm.name, kvm_hypervisor::state::Socket::Kvmd),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("kvmd");
+    let mut powerdown = kvmd.listen(kvm_hypervisor::qmp::EventFilter::new("POWERDOWN"));
+    let opts = StopOptions {
+        timeout: Duration::from_secs(60),
+        force: false,
+    };
+
+    let (ending, ()) = tokio::join!(lifecycle::stop(&vm.node, &vm.name, opts), async {
+        powerdown
+            .wait(Duration::from_secs(30))
+            .await
+            .expect("POWERDOWN");
+        // Someone else kills QEMU while the (paused) guest has not reacted.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill");
+    });
+
+    assert_eq!(ending.expect("stop"), lifecycle::Ending::Exited);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sockets_and_logs_are_for_their_owner_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let vm = start("modes", json!({})).await;
+    let run = &vm.node.run;
+    let mode = |p: PathBuf| {
+        let m = std::fs::metadata(&p).expect("exists").permissions().mode() & 0o777;
+        (
+            p.file_name().map(|n| n.to_string_lossy().into_owned()),
+            format!("{m:o}"),
+        )
+    };
+    use kvm_hypervisor::state::Socket;
+    let modes = [
+        mode(run.socket(&vm.name, Socket::Qmp)),
+        mode(run.socket(&vm.name, Socket::Monitor)),
+        mode(run.socket(&vm.name, Socket::Serial)),
+        mode(run.qemu_log(&vm.name)),
+        mode(run.console_log(&vm.name)),
+        mode(run.pid_file(&vm.name)),
+    ];
+    let all_600 = modes.iter().all(|(_, m)| m == "600");
+    assert!(all_600, "{modes:?}");
+}

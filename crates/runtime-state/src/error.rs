@@ -57,6 +57,12 @@ pub enum StateError {
         /// The newest version understood.
         supported: u32,
     },
+    /// The run directory has no file of this instance.
+    #[error("instance {instance} has no files in the run directory")]
+    NoSuchInstance {
+        /// The instance.
+        instance: String,
+    },
     /// A live instance cannot be cleaned up.
     #[error("instance {instance} is running (pid {pid}); stop it before cleaning up")]
     StillRunning {

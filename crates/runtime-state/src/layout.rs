@@ -299,6 +299,11 @@ impl RunDir {
     /// Refuses while the instance's QEMU is alive. Returns what was removed or moved.
     pub fn cleanup(&self, name: &str) -> Result<Vec<PathBuf>, StateError> {
         check_name(name)?;
+        if !self.has_files(name) {
+            return Err(StateError::NoSuchInstance {
+                instance: name.to_owned(),
+            });
+        }
         let lock = self.lock(name, LockWait::No)?;
         self.cleanup_locked(name, lock)
     }
@@ -321,6 +326,27 @@ impl RunDir {
         lock: InstanceLock,
     ) -> Result<Vec<PathBuf>, StateError> {
         self.cleanup_impl(name, lock, true)
+    }
+
+    /// Whether the run directory holds any file of `name`.
+    pub fn has_files(&self, name: &str) -> bool {
+        let files = [
+            self.pid_file(name),
+            self.uid_file(name),
+            self.runtime_file(name),
+            self.lock_file(name),
+            self.intent_file(name),
+            self.qemu_log(name),
+            self.console_log(name),
+            self.shutdown_flag(name),
+            self.nic_dir(name),
+            self.chroot_dir(name),
+        ];
+        let sockets = Socket::ALL.map(|s| self.socket(name, s));
+        files
+            .iter()
+            .chain(&sockets)
+            .any(|p| p.symlink_metadata().is_ok())
     }
 
     fn cleanup_impl(

@@ -3,12 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use kvm_hypervisor::state;
 use serde_json::json;
 
 use crate::global::Global;
-use crate::output::runtime;
+use crate::output::{Invalid, runtime};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -63,12 +62,14 @@ fn qmp_command(a: Args, g: &Global) -> anyhow::Result<()> {
     };
     let args: serde_json::Value = match &arguments {
         Some(text) => {
-            serde_json::from_str(text).with_context(|| format!("JSON-ARGS is not JSON: {text}"))?
+            // Never echo the text: it may hold a password (set_password).
+            serde_json::from_str(text)
+                .map_err(|e| Invalid(format!("JSON-ARGS is not JSON ({e})")))?
         }
         None => serde_json::Value::Null,
     };
     if !(args.is_null() || args.is_object()) {
-        anyhow::bail!("JSON-ARGS must be a JSON object, not {args}");
+        return Err(Invalid("JSON-ARGS must be a JSON object".into()).into());
     }
     runtime()?.block_on(async {
         let qmp = kvm_hypervisor::qmp::Client::connect(&path).await?;

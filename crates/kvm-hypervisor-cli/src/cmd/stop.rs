@@ -45,6 +45,7 @@ fn stop(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
             Ending::Graceful => "powered off",
             Ending::Terminated => "terminated (SIGTERM)",
             Ending::Killed => "killed (SIGKILL)",
+            Ending::Exited => "exited, ended by someone else during the stop",
         };
         println!("{name}: {how}; cleaned up");
     }

@@ -80,7 +80,7 @@ pub(crate) async fn launch(
         "log",
         std::fs::create_dir_all(log.parent().unwrap_or(Path::new("/"))),
     )?;
-    let log_file = at("log", std::fs::File::create(log))?;
+    let log_file = at("log", private_file(log))?;
     let mut pass: Vec<PassFd<'_>> = listeners
         .iter()
         .map(|(n, l)| PassFd {
@@ -119,6 +119,11 @@ pub(crate) async fn launch(
         "monitor",
         connect(&run.socket(name, Socket::Qmp), MONITOR_TIMEOUT).await,
     )?;
+    // QEMU made its own sockets 0700 (umask 077): sockets need no x bit.
+    for which in [Socket::Monitor, Socket::Serial, Socket::GuestAgent] {
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        let _ = std::fs::set_permissions(run.socket(name, which), mode);
+    }
     clock.lap("monitor");
     Ok(Launched {
         pid,
@@ -297,4 +302,18 @@ fn runtime_record(spec: &InstanceSpec, plan: &LaunchPlan, taps: &[String]) -> Ru
         disks,
         nics,
     }
+}
+
+/// Creates (or truncates) `path` readable and writable by us alone.
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode through open(2): set it.
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(file)
 }

@@ -12,6 +12,7 @@ use crate::instance::{ProcessExit, connect, kill_and_wait};
 use crate::net::{Netlink, NicConfig, TapName};
 use crate::node::Node;
 use crate::state::{self, Liveness, LockWait, RuntimeRecord, Socket, StateError};
+use qmp_protocol::EventFilter;
 
 /// Options of [`stop`].
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +35,9 @@ pub enum Ending {
     Terminated,
     /// SIGKILL.
     Killed,
+    /// QEMU exited during the stop, but not by the guest's power-off nor by
+    /// our signals: someone else ended it.
+    Exited,
 }
 
 /// Why a stop failed.
@@ -141,32 +145,58 @@ async fn end_qemu(
         return Ok(Ending::NotRunning);
     };
     if graceful {
-        let asked = async {
-            let qmp = connect(&node.run.socket(name, Socket::Qmp), Duration::from_secs(5)).await?;
-            qmp.execute(qmp_protocol::SystemPowerdown).await
-        }
-        .await;
-        match asked {
-            Ok(_) if exit.wait(timeout).await => return Ok(Ending::Graceful),
-            Ok(_) => tracing::info!(instance = name, ?timeout, "guest did not power off in time"),
+        match power_down(node, name, &exit, timeout).await {
+            Ok(Some(ending)) => return Ok(ending),
+            Ok(None) => {
+                tracing::info!(instance = name, ?timeout, "guest did not power off in time")
+            }
             Err(e) => tracing::info!(instance = name, error = %e, "ACPI power-down not possible"),
         }
     }
-    if !graceful || !exit.done() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
-        if exit.wait(Duration::from_secs(10)).await {
-            return Ok(Ending::Terminated);
-        }
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
-        if exit.wait(Duration::from_secs(10)).await {
-            return Ok(Ending::Killed);
-        }
-        return Err(StopError::Unkillable {
-            name: name.to_owned(),
-            pid,
-        });
+    if exit.done() {
+        // Gone, and not by our hand: someone else ended it.
+        return Ok(Ending::Exited);
     }
-    Ok(Ending::Graceful)
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
+    if exit.wait(Duration::from_secs(10)).await {
+        return Ok(Ending::Terminated);
+    }
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    if exit.wait(Duration::from_secs(10)).await {
+        return Ok(Ending::Killed);
+    }
+    Err(StopError::Unkillable {
+        name: name.to_owned(),
+        pid,
+    })
+}
+
+/// Presses the ACPI power button and waits up to `timeout` for QEMU to
+/// exit: `Graceful` when the guest shut itself down (QEMU's `SHUTDOWN`
+/// event says so before it exits), `Exited` when QEMU went away otherwise
+/// (killed by someone else meanwhile), `None` when it still runs.
+async fn power_down(
+    node: &Node,
+    name: &str,
+    exit: &ProcessExit,
+    timeout: Duration,
+) -> Result<Option<Ending>, qmp_protocol::QmpError> {
+    let qmp = connect(&node.run.socket(name, Socket::Qmp), Duration::from_secs(5)).await?;
+    let mut shutdown = qmp.listen(EventFilter::new("SHUTDOWN"));
+    qmp.execute(qmp_protocol::SystemPowerdown).await?;
+    if !exit.wait(timeout).await {
+        return Ok(None);
+    }
+    // QEMU sends SHUTDOWN before it exits; it is already here or never comes.
+    let by_guest = matches!(
+        shutdown.wait(Duration::from_millis(100)).await,
+        Ok(ev) if ev.data.get("guest").and_then(Json::as_bool) == Some(true)
+    );
+    Ok(Some(if by_guest {
+        Ending::Graceful
+    } else {
+        Ending::Exited
+    }))
 }
 
 async fn deconfigure_nics(name: &str, r: &RuntimeRecord) {
