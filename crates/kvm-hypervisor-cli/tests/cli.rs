@@ -411,3 +411,40 @@ fn malformed_qmp_arguments_are_not_echoed() {
         "Error: JSON-ARGS is not JSON (EOF while parsing a string at line 1 column 20)\n"
     );
 }
+
+#[test]
+fn validate_catches_what_start_would_refuse_memory_vcpus_and_a_kvm_path_that_is_no_qemu() {
+    let sized = temp_spec(
+        "sized.json",
+        r#"{"name": "v1", "memory": 99999999, "vcpus": 300,
+            "hvparams": {"kernel_path": "", "machine_version": "pc"}}"#,
+    );
+    let out = run(&["validate", sized.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(
+            "v1: 2 problem(s)\nproblems:\n  memory: 99999999 MiB is more than this host has ("
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "\n  vcpus: 300 vCPUs are more than machine type pc-i440fx-7.2 takes (255)\n"
+        ),
+        "{text}"
+    );
+
+    let not_qemu = temp_spec(
+        "notqemu.json",
+        r#"{"name": "v2", "memory": 128, "vcpus": 1,
+            "hvparams": {"kernel_path": "", "kvm_path": "/bin/true"}}"#,
+    );
+    let out = run(&["validate", not_qemu.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).starts_with("v2: 1 problem(s)\nproblems:\n  hvparams.kvm_path: /bin/true cannot be used as QEMU: probing /bin/true failed"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -25,6 +25,21 @@ pub struct NodeFacts {
     /// Why the QEMU binary could not be probed, when it could not (`hv.qemu`
     /// is then `None` and its checks are reported unchecked with this reason).
     pub qemu_probe_error: Option<String>,
+    /// The host's memory, MiB.
+    pub memory_total_mib: Option<u64>,
+    /// The instance's machine type (aliases resolved) and its vCPU maximum,
+    /// when QEMU says.
+    pub machine_cpu_max: Option<(String, u32)>,
+}
+
+/// Adds what `caps` tells about QEMU to `facts` for `spec`.
+pub fn add_qemu(facts: &mut NodeFacts, spec: &InstanceSpec, caps: &qemu_cmdline::QemuCaps) {
+    facts.hv.qemu = Some(qemu_facts(caps));
+    let machine = match spec.hvparams().machine_version() {
+        "" => caps.default_machine(),
+        asked => caps.resolve_machine(asked),
+    };
+    facts.machine_cpu_max = machine.and_then(|m| Some((m.name.clone(), m.cpu_max?)));
 }
 
 /// Looks at the host for everything validating `spec` needs. QEMU is not
@@ -78,6 +93,8 @@ pub fn gather(spec: &InstanceSpec) -> NodeFacts {
         bridges,
         vhost_net: Path::new(VHOST_NET_DEVICE).exists(),
         qemu_probe_error: None,
+        memory_total_mib: crate::node::meminfo("MemTotal"),
+        machine_cpu_max: None,
     }
 }
 

@@ -396,6 +396,17 @@ pub enum SpecReason {
         /// The field that used it first.
         first: String,
     },
+    /// Two devices whose UUIDs share the first three groups: Ganeti's QEMU
+    /// id keeps only those, so QEMU would see one id twice.
+    #[error(
+        "its QEMU id {id} is also {first}'s (QEMU ids keep only the first three groups of a UUID)"
+    )]
+    DeviceIdCollision {
+        /// The id.
+        id: String,
+        /// The field of the first device with it.
+        first: String,
+    },
     /// Not a usable MAC address.
     #[error("`{value}` is not a usable MAC address: {why}")]
     BadMac {
@@ -567,6 +578,7 @@ struct Cx {
     problems: Vec<SpecProblem>,
     generated: Vec<Generated>,
     uuids: BTreeMap<Uuid, String>,
+    device_ids: BTreeMap<String, String>,
 }
 
 impl Cx {
@@ -710,8 +722,29 @@ impl Cx {
         if let Some(first) = self.uuids.get(&uuid) {
             let first = first.clone();
             self.push(here, SpecReason::DuplicateUuid { uuid, first });
+            return Some(uuid);
+        }
+        self.uuids.insert(uuid, here.clone());
+        // Ganeti's QEMU ids keep only the first three groups of a UUID.
+        let kind = if field.starts_with("disks[") {
+            Some("disk")
+        } else if field.starts_with("nics[") {
+            Some("nic")
         } else {
-            self.uuids.insert(uuid, here);
+            None
+        };
+        if let Some(kind) = kind {
+            let text = uuid.hyphenated().to_string();
+            let id = format!("{kind}-{}", &text[..18]);
+            match self.device_ids.get(&id) {
+                Some(first) => {
+                    let first = first.clone();
+                    self.push(here, SpecReason::DeviceIdCollision { id, first });
+                }
+                None => {
+                    self.device_ids.insert(id, here);
+                }
+            }
         }
         Some(uuid)
     }

@@ -89,6 +89,7 @@ pub fn validate_on_host(
             }
         })
         .collect();
+    problems.extend(sizing_problems(spec, facts));
     let paravirtual_nics = hv.nic_type() == NicType::Paravirtual && !spec.nics().is_empty();
     if hv.vhost_net() && paravirtual_nics && !facts.vhost_net {
         problems.push(finding("hvparams.vhost_net", HostProblem::VhostNetMissing));
@@ -146,6 +147,48 @@ fn finding(field: &str, p: HostProblem) -> Finding {
     }
 }
 
+/// What the host and its QEMU cannot give the instance: more memory than
+/// the host has, more vCPUs than the machine type takes, a `kvm_path` that
+/// exists but is not a QEMU that answers.
+fn sizing_problems(spec: &InstanceSpec, facts: &NodeFacts) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let kvm_path = spec.hvparams().kvm_path();
+    let exists = facts
+        .hv
+        .paths
+        .get(Path::new(kvm_path))
+        .is_some_and(|k| *k != PathKind::Missing);
+    if let (Some(why), true) = (&facts.qemu_probe_error, exists) {
+        out.push(Finding {
+            field: "hvparams.kvm_path".into(),
+            message: format!("{kvm_path} cannot be used as QEMU: {why}"),
+        });
+    }
+    if let Some(total) = facts.memory_total_mib
+        && spec.memory() > total
+    {
+        out.push(Finding {
+            field: "memory".into(),
+            message: format!(
+                "{} MiB is more than this host has ({total} MiB)",
+                spec.memory()
+            ),
+        });
+    }
+    if let Some((machine, max)) = &facts.machine_cpu_max
+        && spec.vcpus() > *max
+    {
+        out.push(Finding {
+            field: "vcpus".into(),
+            message: format!(
+                "{} vCPUs are more than machine type {machine} takes ({max})",
+                spec.vcpus()
+            ),
+        });
+    }
+    out
+}
+
 /// Validates a loaded spec on this host and against the QEMU of its
 /// `kvm_path`, probed (or read from the cache in `cache_dir`): what
 /// `validate` reports and `start` checks. A binary that cannot be probed
@@ -154,8 +197,8 @@ pub async fn validate_spec(loaded: &Loaded, cache_dir: &Path) -> Report {
     let mut facts = crate::host::gather(&loaded.spec);
     let binary = PathBuf::from(loaded.spec.hvparams().kvm_path());
     match crate::caps::capabilities(&binary, cache_dir).await {
-        Ok(p) => facts.hv.qemu = Some(crate::host::qemu_facts(&p.caps)),
-        Err(e) => facts.qemu_probe_error = Some(e.to_string()),
+        Ok(p) => crate::host::add_qemu(&mut facts, &loaded.spec, &p.caps),
+        Err(e) => facts.qemu_probe_error = Some(chain(&e)),
     }
     validate_on_host(&loaded.spec, &facts, loaded.generated.clone())
 }
@@ -175,4 +218,15 @@ pub fn report_of_problems(problems: &crate::spec::SpecProblems) -> Report {
         unchecked: Vec::new(),
         generated: Vec::new(),
     }
+}
+
+/// An error with its causes, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(&format!(": {cause}"));
+        next = cause.source();
+    }
+    text
 }

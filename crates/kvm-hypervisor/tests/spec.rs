@@ -175,6 +175,38 @@ fn duplicate_uuid_names_both_fields() {
 }
 
 #[test]
+fn disks_whose_qemu_ids_collide_are_refused() {
+    let v = with(
+        minimal(),
+        "disks",
+        json!([
+            {"uuid": "11111111-2222-4333-8444-555555555555", "path": "/srv/a"},
+            {"uuid": "11111111-2222-4333-8444-666666666666", "path": "/srv/b"},
+        ]),
+    );
+    assert_eq!(
+        problems(v),
+        [
+            "disks[1].uuid: its QEMU id disk-11111111-2222-4333 is also disks[0].uuid's (QEMU ids keep only the first three groups of a UUID)"
+        ]
+    );
+}
+
+#[test]
+fn a_disk_and_a_nic_may_share_uuid_prefixes() {
+    let v = with(
+        with(
+            minimal(),
+            "disks",
+            json!([{"uuid": "11111111-2222-4333-8444-555555555555", "path": "/srv/a"}]),
+        ),
+        "nics",
+        json!([{"uuid": "11111111-2222-4333-8444-666666666666", "mac": "aa:00:00:00:00:01", "link": "br0"}]),
+    );
+    assert_eq!(problems(v), Vec::<String>::new());
+}
+
+#[test]
 fn bad_mac_is_refused() {
     assert_eq!(
         problems(with(

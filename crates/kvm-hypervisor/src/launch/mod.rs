@@ -222,7 +222,7 @@ async fn check(
     clock.lap("validate-host");
     let caps = caps::capabilities(&binary, &node.cache_dir).await?.caps;
     clock.lap("capabilities");
-    facts.hv.qemu = Some(crate::host::qemu_facts(&caps));
+    crate::host::add_qemu(&mut facts, spec, &caps);
     let report = validate_on_host(spec, &facts, Vec::new());
     if !report.is_valid() {
         return Err(invalid(report.problems));
