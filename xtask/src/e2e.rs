@@ -43,6 +43,11 @@ impl Drop for Lab {
 
 impl Lab {
     pub(crate) fn kvmh(&self, args: &[&str]) -> Result<Output> {
+        self.kvmh_env(args, &[])
+    }
+
+    /// [`Lab::kvmh`] with extra environment variables.
+    pub(crate) fn kvmh_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<Output> {
         Ok(Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .arg(&self.bin)
@@ -51,7 +56,28 @@ impl Lab {
             .args(args)
             // The node's uid pool: nobody's uid, which every Debian has.
             .env("KVM_HYPERVISOR_UID_POOL", "65534")
+            .envs(env.iter().copied())
             .output()?)
+    }
+
+    /// A spec like [`Lab::spec`] with one routed NIC (table 100).
+    pub(crate) fn routed_spec(&self, name: &str, ip: &str) -> Result<PathBuf> {
+        let path = self.spec(name, false, json!({}))?;
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+        v["nics"] = json!([{"mode": "routed", "link": "100", "ip": ip}]);
+        std::fs::write(&path, serde_json::to_string_pretty(&v)?)?;
+        Ok(path)
+    }
+
+    /// `ip rule` and `ip route show table 100` in the lab's namespace.
+    pub(crate) fn routing(&self) -> Result<String> {
+        let rules = self.in_ns(&["ip", "rule"])?;
+        let routes = self.in_ns(&["ip", "route", "show", "table", "100"])?;
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&rules.stdout),
+            String::from_utf8_lossy(&routes.stdout)
+        ))
     }
 
     /// Runs the binary and demands success; returns stdout.
@@ -301,6 +327,71 @@ pub(crate) fn e2e(guest: Guest, bin: PathBuf, accel: &'static str) -> Result<()>
     ensure!(
         leftover_files(&lab.dir.join("run"))?.is_empty(),
         "files left after cleanup"
+    );
+
+    step("kill -9 of a routed-NIC QEMU, then cleanup: its ip rule and route go too");
+    let routed = lab.routed_spec("rt1", "192.0.2.77")?;
+    lab.start(&routed)?;
+    ensure!(
+        lab.routing()?.contains("lookup 100"),
+        "no rule: {}",
+        lab.routing()?
+    );
+    let info: Value = serde_json::from_str(&lab.ok(&["info", "rt1", "--json"])?)?;
+    let pid = info["pid"].as_i64().context("pid")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).context("pid")?),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .context("kill -9")?;
+    wait_gone(pid)?;
+    lab.ok(&["cleanup", "rt1"])?;
+    let left = lab.routing()?;
+    ensure!(
+        !left.contains("lookup 100") && !left.contains("192.0.2.77"),
+        "routing left after cleanup: {left}"
+    );
+
+    step(
+        "an interrupted start (the CLI killed once QEMU is spawned): info says incomplete, hotplug refuses, stop finishes it off and leaves nothing",
+    );
+    let routed = lab.routed_spec("rt2", "192.0.2.78")?;
+    let crash = [("KVM_HYPERVISOR_TEST_CRASH_AFTER", "spawn")];
+    let out = lab.kvmh_env(
+        &["start", routed.to_str().context("utf-8")?, "--paused"],
+        &crash,
+    )?;
+    ensure!(!out.status.success(), "the hooked start succeeded");
+    // The orphaned QEMU answers its monitor once it is up (and has written
+    // its pid file): wait for that, not for a time.
+    lab.ok(&["qmp", "--instance", "rt2", "query-status"])?;
+    let info: Value = serde_json::from_str(&lab.ok(&["info", "rt2", "--json"])?)?;
+    ensure!(
+        info["state"] == "incomplete",
+        "state after an interrupted start: {info}"
+    );
+    ensure!(
+        info["pid"].is_i64(),
+        "no QEMU after an interrupted start: {info}"
+    );
+    let check = lab.kvmh(&["hotplug", "check", "rt2"])?;
+    ensure!(
+        check.status.code() == Some(4),
+        "hotplug on an incomplete instance: {check:?}"
+    );
+    let stopped = lab.ok(&["stop", "rt2", "--force"])?;
+    ensure!(
+        stopped.contains("killed"),
+        "stop of an incomplete instance: {stopped}"
+    );
+    let left = lab.routing()?;
+    ensure!(
+        !left.contains("lookup 100"),
+        "routing left after stop: {left}"
+    );
+    ensure!(
+        leftover_files(&lab.dir.join("run"))?.is_empty(),
+        "files left after stopping an interrupted start"
     );
 
     step("a spec with a bad disk path: clear error, no process, tap or file left");

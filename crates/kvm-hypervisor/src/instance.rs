@@ -27,6 +27,9 @@ pub enum OpenError {
     /// QEMU is not running.
     #[error("instance {0} is not running")]
     NotRunning(String),
+    /// The instance's start was interrupted; only stop or cleanup apply.
+    #[error("instance {0} is incomplete (its start was interrupted): stop or clean it up first")]
+    Incomplete(String),
     /// QEMU runs but there is no runtime record.
     #[error("instance {0} has no runtime record")]
     NoRecord(String),
@@ -83,6 +86,9 @@ impl<'a> Instance<'a> {
             .read_runtime(name)?
             .map(|f| f.record())
             .ok_or_else(|| OpenError::NoRecord(name.to_owned()))?;
+        if record.incomplete {
+            return Err(OpenError::Incomplete(name.to_owned()));
+        }
         clock.lap("record");
         let qmp = connect(&node.run.socket(name, Socket::Qmp), monitor_wait)
             .await
@@ -177,5 +183,18 @@ impl ProcessExit {
             tokio::time::timeout(limit, self.fd.readable()).await,
             Ok(Ok(_))
         )
+    }
+}
+
+/// Environment variable naming a step after which the process kills itself
+/// with SIGKILL (a test hook for crash recovery): `spawn` (start),
+/// `blockdev-add`, `netdev_add` (hotplug).
+pub const CRASH_HOOK_ENV: &str = "KVM_HYPERVISOR_TEST_CRASH_AFTER";
+
+/// Dies with SIGKILL after `step` when [`CRASH_HOOK_ENV`] names it.
+pub(crate) fn crash_hook(step: &str) {
+    if std::env::var(CRASH_HOOK_ENV).is_ok_and(|s| s == step) {
+        tracing::warn!(step, "test hook: killing this process");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
 }

@@ -133,7 +133,7 @@ impl Classify for OpenError {
     fn kind(&self) -> ErrorKind {
         match self {
             OpenError::State(e) => e.kind(),
-            OpenError::NotRunning(_) => ErrorKind::Busy,
+            OpenError::NotRunning(_) | OpenError::Incomplete(_) => ErrorKind::Busy,
             OpenError::Unknown(_) => ErrorKind::NoSuchInstance,
             _ => ErrorKind::Failed,
         }

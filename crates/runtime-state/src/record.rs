@@ -146,4 +146,9 @@ pub struct RuntimeRecord {
     pub disks: Vec<DiskRecord>,
     /// NICs, in order.
     pub nics: Vec<NicRecord>,
+    /// Written before QEMU is spawned and cleared once it runs configured:
+    /// a start that was interrupted (the starting process killed) leaves
+    /// this set, so later commands know to finish or undo it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incomplete: bool,
 }

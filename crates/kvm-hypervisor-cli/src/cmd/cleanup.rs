@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use crate::global::Global;
+use crate::output::runtime;
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -12,7 +13,8 @@ pub(crate) struct Args {
 
 impl Args {
     pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
-        let done = kvm_hypervisor::cleanup(&g.node(None)?, &self.name)?;
+        let node = g.node(None)?;
+        let done = runtime()?.block_on(kvm_hypervisor::cleanup(&node, &self.name))?;
         println!("{}: removed {} file(s)", self.name, done.len());
         Ok(ExitCode::SUCCESS)
     }

@@ -15,10 +15,10 @@ use super::plan::{
     DiskAddPlan, NicAddPlan, not_supported, plan_hot_add_disk, plan_hot_add_nic, record_hvparams,
 };
 use super::{
-    Added, HotplugError, NotVisible, REMOVAL_PENDING, Removal, boxed, crash_hook, device_env,
-    disk_id, label, nic_down, nic_id, open_disk,
+    Added, HotplugError, NotVisible, REMOVAL_PENDING, Removal, boxed, device_env, disk_id, label,
+    nic_down, nic_id, open_disk,
 };
-use crate::instance::Instance;
+use crate::instance::{Instance, crash_hook};
 use crate::launch::rollback::{Rollback, Undo};
 use crate::net::Tap;
 use crate::spec::{DiskSpec, NicSpec};

@@ -69,9 +69,7 @@ pub const REMOVAL_DEADLINE: Duration = Duration::from_secs(10);
 /// (kept in the record entry's extra keys).
 pub const REMOVAL_PENDING: &str = "removal_pending";
 
-/// Environment variable naming a step after which the process kills itself
-/// with SIGKILL (a test hook for crash recovery): `blockdev-add`, `netdev_add`.
-pub const CRASH_HOOK_ENV: &str = "KVM_HYPERVISOR_TEST_CRASH_AFTER";
+pub use crate::instance::CRASH_HOOK_ENV;
 
 const MONITOR_WAIT: Duration = Duration::from_secs(5);
 const LOCK_WAIT: Duration = Duration::from_secs(30);
@@ -304,13 +302,6 @@ fn boxed<E: std::error::Error + Send + Sync + 'static>(
     e: E,
 ) -> Box<dyn std::error::Error + Send + Sync> {
     Box::new(e)
-}
-
-pub(super) fn crash_hook(step: &str) {
-    if std::env::var(CRASH_HOOK_ENV).is_ok_and(|s| s == step) {
-        tracing::warn!(step, "test hook: killing this process");
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-    }
 }
 
 /// The device never showed up in QEMU after `device_add` succeeded.
@@ -577,6 +568,7 @@ mod tests {
             argv: Vec::new(),
             disks,
             nics: Vec::new(),
+            incomplete: false,
         }
     }
 

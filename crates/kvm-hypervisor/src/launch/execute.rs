@@ -72,7 +72,13 @@ pub(crate) async fn launch(
         rb.push(Undo::RemoveDir(dir));
     }
     clock.lap("files");
-    let taps = open_taps(plan, rb).await?;
+    let taps = open_taps(plan)?;
+    // Recorded before anything the host must undo exists (NIC routes and
+    // rules, QEMU): an interrupted start is visible to every later command,
+    // which can stop or clean it up.
+    let tap_names: Vec<String> = taps.iter().map(|t| t.name().to_string()).collect();
+    record_incomplete(node, spec, plan, &tap_names, rb)?;
+    configure_nics(plan, &taps, rb).await?;
     clock.lap("taps");
     let listeners = bind_sockets(plan, rb)?;
     clock.lap("sockets");
@@ -108,12 +114,12 @@ pub(crate) async fn launch(
     clock.lap("spawn");
     rb.push(Undo::Kill(pid));
     rb.push(Undo::RemoveFile(run.pid_file(name)));
+    crate::instance::crash_hook("spawn");
     // Our copies of the sockets and taps close here; QEMU holds its own.
     // The child runs in its own session and is not waited for.
     drop(pass);
     drop(listeners);
     drop(child);
-    let tap_names = taps.iter().map(|t| t.name().to_string()).collect();
     drop(taps);
     let qmp = at(
         "monitor",
@@ -132,15 +138,22 @@ pub(crate) async fn launch(
     })
 }
 
-/// Opens each NIC's tap and configures its host side before QEMU sees it.
-async fn open_taps(plan: &LaunchPlan, rb: &mut Rollback) -> StepResult<Vec<Tap>> {
+/// Opens each NIC's tap (closed again by drop on failure).
+fn open_taps(plan: &LaunchPlan) -> StepResult<Vec<Tap>> {
+    plan.nics
+        .iter()
+        .map(|nic| at("tap", Tap::open(nic.tap())))
+        .collect()
+}
+
+/// Configures each NIC's host side (bridge, or routes and rules) before QEMU
+/// sees it.
+async fn configure_nics(plan: &LaunchPlan, taps: &[Tap], rb: &mut Rollback) -> StepResult<()> {
     if plan.nics.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let netlink = at("netlink", Netlink::new())?;
-    let mut taps = Vec::new();
-    for nic in &plan.nics {
-        let tap = at("tap", Tap::open(nic.tap()))?;
+    for (nic, tap) in plan.nics.iter().zip(taps) {
         let config = nic.config();
         at(
             "nic-up",
@@ -150,9 +163,30 @@ async fn open_taps(plan: &LaunchPlan, rb: &mut Rollback) -> StepResult<Vec<Tap>>
             config.clone(),
             tap.name().clone(),
         ))));
-        taps.push(tap);
     }
-    Ok(taps)
+    Ok(())
+}
+
+/// Writes the record of a start in progress (`incomplete`), remembering the
+/// record it replaces (a reboot's) so a failure puts that one back.
+fn record_incomplete(
+    node: &Node,
+    spec: &InstanceSpec,
+    plan: &LaunchPlan,
+    taps: &[String],
+    rb: &mut Rollback,
+) -> StepResult<()> {
+    let name = spec.name().as_str();
+    let path = node.run.runtime_file(name);
+    let previous = std::fs::read(&path).ok();
+    let mut record = runtime_record(spec, plan, taps);
+    record.incomplete = true;
+    at("record", node.run.write_record(name, &record, Format::Ours))?;
+    rb.push(Undo::RestoreFile {
+        path,
+        contents: previous,
+    });
+    Ok(())
 }
 
 /// Binds the monitor sockets QEMU gets as descriptors.
@@ -301,6 +335,7 @@ fn runtime_record(spec: &InstanceSpec, plan: &LaunchPlan, taps: &[String]) -> Ru
         argv: plan.argv.clone(),
         disks,
         nics,
+        incomplete: false,
     }
 }
 

@@ -17,6 +17,13 @@ pub enum Undo {
     RemoveFile(PathBuf),
     /// Remove an (empty) directory we created.
     RemoveDir(PathBuf),
+    /// Put a file back as it was: its old contents, or none.
+    RestoreFile {
+        /// The file.
+        path: PathBuf,
+        /// What it held before; `None`: it did not exist.
+        contents: Option<Vec<u8>>,
+    },
     /// Take a NIC's host network configuration down.
     NicDown(Box<(NicConfig, TapName)>),
     /// Kill a QEMU we spawned (SIGKILL, awaited).
@@ -75,6 +82,12 @@ async fn undo(
         Undo::RemoveDir(p) => {
             let _ = std::fs::remove_dir(p);
         }
+        Undo::RestoreFile { path, contents } => match contents {
+            Some(bytes) => crate::state::write_atomic(&path, &bytes, crate::state::FILE_MODE)?,
+            None => {
+                let _ = std::fs::remove_file(path);
+            }
+        },
         Undo::NicDown(boxed) => {
             let (nic, tap) = *boxed;
             if netlink.is_none() {

@@ -1,7 +1,6 @@
 //! What is known of an instance, from QMP when QEMU answers, else from its
 //! argv and record.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use qmp_protocol::{QueryBalloon, QueryCpusFast, QueryStatus};
@@ -29,6 +28,9 @@ pub enum InstanceState {
     ShutdownByGuest,
     /// QEMU is gone without a stop or a guest power-off: it crashed or was killed.
     Crashed,
+    /// A start was interrupted (its process killed): QEMU may run, not yet
+    /// configured; `stop` or `cleanup` finishes it off.
+    Incomplete,
     /// Files are left (a pid file, say) but no QEMU runs and there is no
     /// runtime record, or the record cannot be read: `cleanup` removes them.
     Stale,
@@ -101,6 +103,21 @@ pub async fn info(node: &Node, name: &str) -> Result<InstanceInfo, InfoError> {
         .map(|f: RuntimeFile| f.record());
     let devices = record.as_ref().map(devices_of).unwrap_or_default();
     let machine = record.as_ref().and_then(|r| r.machine.clone());
+    let incomplete = record.as_ref().is_some_and(|r| r.incomplete);
+    let mut info = describe(node, name, record.as_ref(), devices, machine).await?;
+    if incomplete {
+        info.state = InstanceState::Incomplete;
+    }
+    Ok(info)
+}
+
+async fn describe(
+    node: &Node,
+    name: &str,
+    record: Option<&RuntimeRecord>,
+    devices: Vec<DeviceSummary>,
+    machine: Option<String>,
+) -> Result<InstanceInfo, InfoError> {
     match state::liveness(&node.run, name) {
         Liveness::Running { pid, argv } => {
             let mut info = InstanceInfo {
@@ -156,7 +173,7 @@ pub async fn info(node: &Node, name: &str) -> Result<InstanceInfo, InfoError> {
         }
         _ if record.is_some() => {
             let by_guest = node.run.shutdown_flag(name).exists();
-            let r = record.as_ref();
+            let r = record;
             let num = |k: &str| r.and_then(|r| r.instance.get(k)).and_then(Json::as_u64);
             Ok(InstanceInfo {
                 name: name.to_owned(),
@@ -250,9 +267,4 @@ pub async fn info_all(node: &Node) -> Result<Vec<InstanceInfo>, StateError> {
         all.push(info);
     }
     Ok(all)
-}
-
-/// Removes every file of a stopped instance; refuses a live one.
-pub fn cleanup(node: &Node, name: &str) -> Result<Vec<PathBuf>, StateError> {
-    node.run.cleanup(name)
 }

@@ -9,8 +9,6 @@ mod stop;
 
 pub use balloon::{BalloonError, Ballooned, balloon};
 pub use console::{Console, Consoles, consoles, resume_for_console};
-pub use info::{
-    DeviceSummary, InfoError, InstanceInfo, InstanceState, cleanup, info, info_all, list,
-};
+pub use info::{DeviceSummary, InfoError, InstanceInfo, InstanceState, info, info_all, list};
 pub use reboot::{RebootError, reboot, spec_from_record};
-pub use stop::{Ending, StopError, StopOptions, stop};
+pub use stop::{Ending, StopError, StopOptions, cleanup, stop};

@@ -216,3 +216,20 @@ async fn deconfigure_nics(name: &str, r: &RuntimeRecord) {
         }
     }
 }
+
+/// Removes every file of a stopped (or crashed) instance, taking down first
+/// the NIC configuration (bridge ports, routes, rules) its record names, so
+/// nothing of a killed QEMU lingers on the host; refuses a live one.
+pub async fn cleanup(node: &Node, name: &str) -> Result<Vec<std::path::PathBuf>, StateError> {
+    state::check_name(name)?;
+    if let Liveness::Running { pid, .. } = state::liveness(&node.run, name) {
+        return Err(StateError::StillRunning {
+            instance: name.to_owned(),
+            pid,
+        });
+    }
+    if let Ok(Some(file)) = node.run.read_runtime(name) {
+        deconfigure_nics(name, &file.record()).await;
+    }
+    node.run.cleanup(name)
+}
