@@ -25,17 +25,22 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// The floor: spawn QEMU with the planned argv and our pre-bound monitor
-/// sockets, handshake, `cont`; returns exec → `cont` answered.
+/// sockets (`(path, fd)` as the plan lists them), handshake on the first,
+/// `cont`; returns exec → `cont` answered.
 fn bare_start(
     argv: &[String],
-    qmp: &Path,
-    kvmd: &Path,
+    sockets: &[(std::path::PathBuf, i32)],
 ) -> Result<(Duration, std::process::Child, UnixStream)> {
-    let _ = std::fs::remove_file(qmp);
-    let _ = std::fs::remove_file(kvmd);
-    let l3 = UnixListener::bind(qmp)?;
-    let l4 = UnixListener::bind(kvmd)?;
-    let (f3, f4) = (l3.as_raw_fd(), l4.as_raw_fd());
+    let mut listeners = Vec::new();
+    for (path, fd) in sockets {
+        let _ = std::fs::remove_file(path);
+        listeners.push((UnixListener::bind(path)?, *fd));
+    }
+    // Staged above any target first, then moved onto the targets.
+    let moves: Vec<(i32, i32)> = listeners
+        .iter()
+        .map(|(l, fd)| (l.as_raw_fd(), *fd))
+        .collect();
     let start = Instant::now();
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -45,8 +50,13 @@ fn bare_start(
     // SAFETY: only dup2(2) between fork and exec, on numbers taken before.
     unsafe {
         cmd.pre_exec(move || {
-            for (from, to) in [(f3, 1003), (f4, 1004), (1003, 3), (1004, 4)] {
-                if nix::libc::dup2(from, to) < 0 {
+            for &(from, to) in &moves {
+                if nix::libc::dup2(from, 1000 + to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for &(_, to) in &moves {
+                if nix::libc::dup2(1000 + to, to) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
@@ -54,8 +64,8 @@ fn bare_start(
         });
     }
     let child = cmd.spawn()?;
-    drop((l3, l4));
-    let mut s = UnixStream::connect(qmp)?;
+    drop(listeners);
+    let mut s = UnixStream::connect(&sockets[0].0)?;
     let mut r = BufReader::new(s.try_clone()?);
     let mut line = String::new();
     r.read_line(&mut line)?; // greeting
@@ -105,10 +115,17 @@ pub(crate) fn bench_start(
     let name = plan["name"].as_str().context("name")?.to_owned();
     let ctrl = run_dir.join("ctrl");
     std::fs::create_dir_all(&ctrl)?;
-    let (qmp, kvmd) = (
-        ctrl.join(format!("{name}.qmp")),
-        ctrl.join(format!("{name}.kvmd")),
-    );
+    let sockets: Vec<(std::path::PathBuf, i32)> = plan["listen_sockets"]
+        .as_array()
+        .context("listen_sockets")?
+        .iter()
+        .filter_map(|s| {
+            let path = s["path"].as_str()?;
+            // The plan names them under the default run directory.
+            let file = std::path::Path::new(path).file_name()?;
+            Some((ctrl.join(file), i32::try_from(s["fd"].as_i64()?).ok()?))
+        })
+        .collect();
     // Warm the capability cache and the page cache.
     ensure!(
         kvmh(&["start", spec_s, "--cache-dir", cache_s])?
@@ -124,7 +141,7 @@ pub(crate) fn bench_start(
     let (mut floor, mut ours, mut ratios, mut kills) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        let (t, mut child, mut s) = bare_start(&argv, &qmp, &kvmd)?;
+        let (t, mut child, mut s) = bare_start(&argv, &sockets)?;
         s.write_all(br#"{"execute":"quit"}"#)?;
         child.wait()?;
         let _ = std::fs::remove_file(run_dir.join("pid").join(&name));

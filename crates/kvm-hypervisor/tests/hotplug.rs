@@ -556,3 +556,29 @@ async fn sockets_and_logs_are_for_their_owner_alone() {
     let all_600 = modes.iter().all(|(_, m)| m == "600");
     assert!(all_600, "{modes:?}");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_users_qmp_session_does_not_keep_stop_from_powering_the_guest_off() {
+    let vm = start("userqmp", json!({})).await;
+    let _console = boot(&vm).await;
+    // A user follows events on the users' monitor for as long as they like.
+    let user = lifecycle::connect(
+        &vm.node
+            .run
+            .socket(&vm.name, kvm_hypervisor::state::Socket::UserQmp),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("the users' monitor");
+    let _events = user.listen(kvm_hypervisor::qmp::EventFilter::new("SHUTDOWN"));
+    let opts = StopOptions {
+        timeout: Duration::from_secs(120),
+        force: false,
+    };
+
+    let ending = lifecycle::stop(&vm.node, &vm.name, opts)
+        .await
+        .expect("stop");
+
+    assert_eq!(ending, lifecycle::Ending::Graceful);
+}

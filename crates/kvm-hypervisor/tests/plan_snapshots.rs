@@ -143,19 +143,24 @@ fn pc_alias_resolves_to_a_concrete_machine() {
 fn passed_fds_are_the_monitors_then_one_per_tap_queue() {
     let p = plan("multiqueue.json").expect("plans");
     let sockets: Vec<i32> = p.listen_sockets.iter().map(|s| s.fd).collect();
-    assert_eq!(sockets, [3, 4]);
+    assert_eq!(sockets, [3, 4, 5]);
+    let paths: Vec<PathBuf> = p.listen_sockets.iter().map(|s| s.path.clone()).collect();
     assert_eq!(
-        p.listen_sockets[0].path,
-        PathBuf::from("/run/kvm-hypervisor/ctrl/mq1.qmp")
+        paths,
+        [
+            PathBuf::from("/run/kvm-hypervisor/ctrl/mq1.qmp"),
+            PathBuf::from("/run/kvm-hypervisor/ctrl/mq1.kvmd"),
+            PathBuf::from("/run/kvm-hypervisor/ctrl/mq1.qmp-user"),
+        ]
     );
     let fds: Vec<Vec<i32>> = p.taps.iter().map(|t| t.fds.clone()).collect();
     assert_eq!(
         fds,
         [
-            vec![5, 6, 7, 8],
-            vec![9, 10, 11, 12],
-            vec![13, 14, 15, 16],
-            vec![17, 18, 19, 20]
+            vec![6, 7, 8, 9],
+            vec![10, 11, 12, 13],
+            vec![14, 15, 16, 17],
+            vec![18, 19, 20, 21]
         ]
     );
 }

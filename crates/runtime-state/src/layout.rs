@@ -29,6 +29,9 @@ pub enum Socket {
     Qmp,
     /// `<name>.kvmd`: the monitor daemon's QMP monitor.
     Kvmd,
+    /// `<name>.qmp-user`: a QMP monitor for users (`kvm-hypervisor qmp`,
+    /// event streams), so they never hold the control monitor (ours).
+    UserQmp,
     /// `<name>.monitor`: the human monitor (HMP).
     Monitor,
     /// `<name>.serial`: the serial console.
@@ -41,9 +44,10 @@ pub enum Socket {
 
 impl Socket {
     /// Every socket, in the order files are cleaned up.
-    pub const ALL: [Socket; 6] = [
+    pub const ALL: [Socket; 7] = [
         Socket::Qmp,
         Socket::Kvmd,
+        Socket::UserQmp,
         Socket::Monitor,
         Socket::Serial,
         Socket::GuestAgent,
@@ -55,6 +59,7 @@ impl Socket {
         match self {
             Socket::Qmp => ".qmp",
             Socket::Kvmd => ".kvmd",
+            Socket::UserQmp => ".qmp-user",
             Socket::Monitor => ".monitor",
             Socket::Serial => ".serial",
             Socket::GuestAgent => ".qga",
@@ -70,6 +75,7 @@ const SHUTDOWN_SUFFIX: &str = ".shutdown";
 pub const CTRL_SUFFIXES: &[&str] = &[
     ".qmp",
     ".kvmd",
+    ".qmp-user",
     ".monitor",
     ".serial",
     ".qga",

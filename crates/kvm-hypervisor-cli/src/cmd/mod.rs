@@ -37,8 +37,9 @@ pub(crate) enum Command {
     QemuCaps(qemu_caps::Args),
     /// Print the QEMU command line an instance would get, starting nothing.
     ///
-    /// Passed descriptors appear as numbers: the monitor sockets are fds 3
-    /// and 4, each tap queue (and vhost-net) fd follows.
+    /// Passed descriptors appear as numbers: the QMP monitor sockets (ours,
+    /// the monitor daemon's, the users') are fds 3, 4 and 5, each tap queue
+    /// (and vhost-net) fd follows.
     Plan(plan::Args),
     /// Start an instance from its spec (QEMU starts paused, is configured
     /// over QMP, then continued). Any failure undoes everything.

@@ -19,7 +19,9 @@ pub(crate) struct Args {
         conflicts_with = "instance"
     )]
     socket: Option<PathBuf>,
-    /// An instance of the run directory (its `ctrl/NAME.qmp`).
+    /// An instance of the run directory (its users' monitor,
+    /// `ctrl/NAME.qmp-user`; the control monitor stays free for lifecycle
+    /// commands).
     #[arg(long, value_name = "NAME")]
     instance: Option<String>,
     /// The command, e.g. `query-status`.
@@ -56,7 +58,7 @@ fn qmp_command(a: Args, g: &Global) -> anyhow::Result<()> {
         (Some(p), _) => p,
         (None, Some(name)) => {
             state::check_name(&name)?;
-            g.run_dir().socket(&name, state::Socket::Qmp)
+            g.run_dir().socket(&name, state::Socket::UserQmp)
         }
         (None, None) => anyhow::bail!("give --socket or --instance"),
     };

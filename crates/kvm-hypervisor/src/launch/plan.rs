@@ -150,7 +150,8 @@ pub struct LaunchPlan {
     pub accel: Accel,
     /// How QEMU starts.
     pub mode: StartMode,
-    /// Monitor sockets to bind before QEMU starts (ours, then the monitor daemon's).
+    /// Monitor sockets to bind before QEMU starts (ours, the monitor
+    /// daemon's, the users').
     pub listen_sockets: Vec<ListenSocket>,
     /// Taps to open, in NIC order.
     pub taps: Vec<TapPlan>,
@@ -472,10 +473,16 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    /// Ours (QMP) and the monitor daemon's (second QMP, Ganeti's `.kvmd`)
-    /// on sockets we bind and pass; HMP for Ganeti's console wrapper.
+    /// Ours (QMP), the monitor daemon's (second QMP, Ganeti's `.kvmd`) and
+    /// the users' (third QMP, so a user's session never blocks ours) on
+    /// sockets we bind and pass; HMP for Ganeti's console wrapper.
     fn monitors(&mut self) {
-        for (id, which) in [("qmp", Socket::Qmp), ("kvmd", Socket::Kvmd)] {
+        let qmps = [
+            ("qmp", Socket::Qmp),
+            ("kvmd", Socket::Kvmd),
+            ("qmpuser", Socket::UserQmp),
+        ];
+        for (id, which) in qmps {
             self.inv.chardevs.push(
                 Opts::new("socket")
                     .set("id", id)

@@ -91,8 +91,13 @@ pub enum InfoError {
     State(#[from] StateError),
 }
 
-/// What is known of `name`. A QEMU that does not answer its monitor within
-/// two seconds is described from its argv instead; nothing hangs.
+/// How long `info` waits for the control monitor: longer than a hotplug
+/// removal holds it ([`crate::hotplug::REMOVAL_DEADLINE`]), so `info` during
+/// one reports the real state; still bounded.
+const MONITOR_BUSY_WAIT: Duration = Duration::from_secs(15);
+
+/// What is known of `name`. A QEMU whose monitor does not answer within
+/// [`MONITOR_BUSY_WAIT`] is described from its argv instead; nothing hangs.
 pub async fn info(node: &Node, name: &str) -> Result<InstanceInfo, InfoError> {
     state::check_name(name)?;
     let record = node
@@ -133,9 +138,7 @@ async fn describe(
                 devices,
                 problem: None,
             };
-            if let Ok(qmp) =
-                connect(&node.run.socket(name, Socket::Qmp), Duration::from_secs(2)).await
-            {
+            if let Ok(qmp) = connect(&node.run.socket(name, Socket::Qmp), MONITOR_BUSY_WAIT).await {
                 let v = qmp.version();
                 info.qemu_version = Some(format!("{}.{}.{}", v.major, v.minor, v.micro));
                 if let Ok(s) = qmp

@@ -181,7 +181,9 @@ async fn power_down(
     exit: &ProcessExit,
     timeout: Duration,
 ) -> Result<Option<Ending>, qmp_protocol::QmpError> {
-    let qmp = connect(&node.run.socket(name, Socket::Qmp), Duration::from_secs(5)).await?;
+    // The control monitor may be busy (a hotplug waiting for the guest):
+    // waiting for it is part of the stop's own deadline.
+    let qmp = connect(&node.run.socket(name, Socket::Qmp), timeout).await?;
     let mut shutdown = qmp.listen(EventFilter::new("SHUTDOWN"));
     qmp.execute(qmp_protocol::SystemPowerdown).await?;
     if !exit.wait(timeout).await {
