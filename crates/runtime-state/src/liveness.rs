@@ -15,6 +15,8 @@ pub struct ArgvFacts {
     pub memory_mib: Option<u64>,
     /// The first field of `-smp`.
     pub vcpus: Option<u32>,
+    /// `-pidfile`'s path.
+    pub pidfile: Option<String>,
 }
 
 impl ArgvFacts {
@@ -36,6 +38,7 @@ impl ArgvFacts {
                     let first = first.strip_prefix("size=").unwrap_or(first);
                     facts.memory_mib = first.trim_end_matches(['M', 'm']).parse().ok();
                 }
+                "-pidfile" => facts.pidfile = value(i).map(str::to_owned),
                 "-smp" => {
                     let v = value(i).unwrap_or_default();
                     let first = v.split(',').next().unwrap_or_default();
@@ -97,18 +100,42 @@ pub fn process_argv(pid: i32) -> Option<Vec<String>> {
 
 /// The liveness of instance `name` in `run`.
 pub fn liveness(run: &RunDir, name: &str) -> Liveness {
-    let Some(pid) = read_pid_file(&run.pid_file(name)) else {
+    let pid_file = run.pid_file(name);
+    if !pid_file.exists() {
         return Liveness::NotRunning;
-    };
-    let Some(argv) = process_argv(pid) else {
-        return Liveness::NotRunning;
-    };
-    let facts = ArgvFacts::parse(&argv);
-    if facts.name.as_deref() == Some(name) {
-        Liveness::Running { pid, argv: facts }
-    } else {
-        Liveness::PidReused { pid }
     }
+    let by_file = read_pid_file(&pid_file).map(|pid| (pid, process_argv(pid)));
+    let verdict = match by_file {
+        Some((pid, Some(argv))) => {
+            let facts = ArgvFacts::parse(&argv);
+            if facts.name.as_deref() == Some(name) {
+                return Liveness::Running { pid, argv: facts };
+            }
+            Liveness::PidReused { pid }
+        }
+        _ => Liveness::NotRunning,
+    };
+    // A pid file that is garbled, or names a dead or other process, is not
+    // proof of death: a QEMU of this instance may live on (its pid file
+    // overwritten, say). Look for one by its argv before saying so.
+    match find_qemu(name, &pid_file) {
+        Some((pid, argv)) => Liveness::Running { pid, argv },
+        None => verdict,
+    }
+}
+
+/// A live process whose argv names instance `name` and the pid file
+/// `pid_file` (so an instance of the same name in another run directory is
+/// not taken for it).
+fn find_qemu(name: &str, pid_file: &Path) -> Option<(i32, ArgvFacts)> {
+    let wanted = pid_file.to_string_lossy();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        let facts = ArgvFacts::parse(&process_argv(pid)?);
+        let ours = facts.name.as_deref() == Some(name)
+            && facts.pidfile.as_deref() == Some(wanted.as_ref());
+        ours.then_some((pid, facts))
+    })
 }
 
 #[cfg(test)]
@@ -131,7 +158,8 @@ mod tests {
             ArgvFacts {
                 name: Some("inst1".into()),
                 memory_mib: Some(1024),
-                vcpus: Some(2)
+                vcpus: Some(2),
+                pidfile: None,
             }
         );
     }
@@ -152,7 +180,8 @@ mod tests {
             ArgvFacts {
                 name: Some("web1".into()),
                 memory_mib: Some(512),
-                vcpus: Some(4)
+                vcpus: Some(4),
+                pidfile: None,
             }
         );
     }

@@ -198,19 +198,15 @@ fn liveness_of_a_reused_pid_is_not_this_instance() {
 /// and its pid. Returns once it printed its pid, so its exec is complete;
 /// it then stops itself (SIGSTOP), alive with its argv intact until killed.
 fn fake_qemu(name: &str) -> (Child, i32) {
+    fake_qemu_args(&["-name", name, "-m", "64", "-smp", "1"])
+}
+
+/// A stopped process whose argv is `sh` plus `args` (as QEMU's would be).
+fn fake_qemu_args(args: &[&str]) -> (Child, i32) {
     use std::io::BufRead;
     let mut child = Command::new("/bin/sh")
-        .args([
-            "-c",
-            "echo $$; kill -STOP $$",
-            "sh",
-            "-name",
-            name,
-            "-m",
-            "64",
-            "-smp",
-            "1",
-        ])
+        .args(["-c", "echo $$; kill -STOP $$", "sh"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -238,7 +234,8 @@ fn liveness_of_a_process_named_as_the_instance_is_running() {
             argv: ArgvFacts {
                 name: Some("web1".into()),
                 memory_mib: Some(64),
-                vcpus: Some(1)
+                vcpus: Some(1),
+                pidfile: None,
             }
         }
     );
@@ -315,4 +312,32 @@ fn cleanup_removes_an_empty_chroot() {
             .count(),
         0
     );
+}
+
+#[test]
+fn a_garbled_pid_file_does_not_make_a_live_qemu_look_dead() {
+    let t = TempRun::new("garbled");
+    let pid_file = t.run.pid_file("web1");
+    let pid_path = pid_file.to_str().expect("utf-8");
+    let child = fake_qemu_args(&["-name", "web1", "-pidfile", pid_path]);
+    std::fs::write(&pid_file, "garbage\n").expect("pid file");
+
+    assert!(matches!(
+        liveness(&t.run, "web1"),
+        Liveness::Running { pid, .. } if pid == child.1
+    ));
+    let err = t.run.cleanup("web1").unwrap_err();
+    assert!(
+        matches!(err, StateError::StillRunning { pid, .. } if pid == child.1),
+        "{err}"
+    );
+    assert!(pid_file.exists(), "cleanup removed the live QEMU's files");
+}
+
+#[test]
+fn a_process_of_the_same_name_in_another_run_directory_is_not_ours() {
+    let t = TempRun::new("othername");
+    let _other = fake_qemu_args(&["-name", "web1", "-pidfile", "/elsewhere/pid/web1"]);
+    std::fs::write(t.run.pid_file("web1"), "garbage\n").expect("pid file");
+    assert_eq!(liveness(&t.run, "web1"), Liveness::NotRunning);
 }
