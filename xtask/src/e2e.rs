@@ -329,13 +329,24 @@ pub(crate) fn e2e(guest: Guest, bin: PathBuf, accel: &'static str) -> Result<()>
         "files left after cleanup"
     );
 
-    step("kill -9 of a routed-NIC QEMU, then cleanup: its ip rule and route go too");
+    step(
+        "a routed IP cannot be taken over by a second instance; kill -9 of a routed-NIC QEMU, then cleanup: its ip rule and route go too",
+    );
     let routed = lab.routed_spec("rt1", "192.0.2.77")?;
     lab.start(&routed)?;
     ensure!(
         lab.routing()?.contains("lookup 100"),
         "no rule: {}",
         lab.routing()?
+    );
+    // Another instance may not take the routed IP over.
+    let thief = lab.routed_spec("rt9", "192.0.2.77")?;
+    let out = lab.kvmh(&["start", thief.to_str().context("utf-8")?])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1)
+            && err.contains("nics[0].ip: 192.0.2.77 is routed to instance rt1 already"),
+        "a second instance with the same routed IP: {err}"
     );
     let info: Value = serde_json::from_str(&lab.ok(&["info", "rt1", "--json"])?)?;
     let pid = info["pid"].as_i64().context("pid")?;

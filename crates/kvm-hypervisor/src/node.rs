@@ -200,3 +200,26 @@ pub async fn verify(qemu: &Path, cache_dir: &Path, run: &RunDir) -> Vec<Check> {
     }
     out
 }
+
+/// The instance other than `except` whose live (or interrupted) QEMU has a
+/// routed NIC with `ip`: routing it to a second tap would take it away from
+/// that one (its host route moves).
+pub(crate) fn routed_ip_owner(node: &Node, ip: std::net::IpAddr, except: &str) -> Option<String> {
+    let names = node.run.instances().ok()?;
+    names.into_iter().filter(|n| n != except).find(|other| {
+        let Ok(Some(file)) = node.run.read_runtime(other) else {
+            return false;
+        };
+        let record = file.record();
+        let alive = record.incomplete
+            || matches!(
+                crate::state::liveness(&node.run, other),
+                crate::state::Liveness::Running { .. }
+            );
+        alive
+            && record.nics.iter().any(|n| {
+                n.mode.as_deref() == Some("routed")
+                    && n.ip.as_deref().and_then(|i| i.parse().ok()) == Some(ip)
+            })
+    })
+}

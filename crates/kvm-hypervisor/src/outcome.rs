@@ -204,7 +204,8 @@ impl Classify for HotplugError {
             | HotplugError::Duplicate { .. }
             | HotplugError::Device(_)
             | HotplugError::BadSize(_)
-            | HotplugError::WouldShrink { .. } => ErrorKind::InvalidInput,
+            | HotplugError::WouldShrink { .. }
+            | HotplugError::IpTaken { .. } => ErrorKind::InvalidInput,
             HotplugError::RemovalPending { .. } => ErrorKind::Busy,
             _ => ErrorKind::Failed,
         }

@@ -1054,7 +1054,16 @@ impl Cx {
         }
         let mut nic_names: BTreeMap<String, String> = BTreeMap::new();
         let mut macs: BTreeMap<String, String> = BTreeMap::new();
+        let mut ips: BTreeMap<String, String> = BTreeMap::new();
         for (i, n) in nics.unwrap_or_default().iter().enumerate() {
+            if let Some(ip) = n.ip() {
+                self.unique(
+                    &mut ips,
+                    "IP address",
+                    &ip.to_string(),
+                    format!("nics[{i}].ip"),
+                );
+            }
             if let Some(name) = n.name() {
                 self.unique(&mut nic_names, "NIC name", name, format!("nics[{i}].name"));
             }

@@ -466,3 +466,19 @@ fn without_qemu_facts_the_qemu_checks_are_unchecked() {
         report.unchecked
     );
 }
+
+#[test]
+fn one_ip_on_two_nics_is_refused() {
+    let v = with(
+        minimal(),
+        "nics",
+        json!([
+            {"mode": "routed", "link": "100", "ip": "192.0.2.5", "mac": "aa:00:00:00:00:01"},
+            {"mode": "routed", "link": "100", "ip": "192.0.2.5", "mac": "aa:00:00:00:00:02"},
+        ]),
+    );
+    assert_eq!(
+        problems(v),
+        ["nics[1].ip: duplicate IP address `192.0.2.5`, also used by nics[0].ip"]
+    );
+}

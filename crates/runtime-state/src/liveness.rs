@@ -129,13 +129,16 @@ pub fn liveness(run: &RunDir, name: &str) -> Liveness {
 /// not taken for it).
 fn find_qemu(name: &str, pid_file: &Path) -> Option<(i32, ArgvFacts)> {
     let wanted = pid_file.to_string_lossy();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-        let facts = ArgvFacts::parse(&process_argv(pid)?);
-        let ours = facts.name.as_deref() == Some(name)
-            && facts.pidfile.as_deref() == Some(wanted.as_ref());
-        ours.then_some((pid, facts))
-    })
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let facts = ArgvFacts::parse(&process_argv(pid)?);
+            let ours = facts.name.as_deref() == Some(name)
+                && facts.pidfile.as_deref() == Some(wanted.as_ref());
+            ours.then_some((pid, facts))
+        })
 }
 
 #[cfg(test)]

@@ -229,6 +229,15 @@ impl Instance<'_> {
         nic: &NicSpec,
         keep: Option<&HvInfo>,
     ) -> Result<Added, HotplugError> {
+        if nic.mode() == crate::spec::NicMode::Routed
+            && let Some(ip) = nic.ip()
+            && let Some(owner) = crate::node::routed_ip_owner(self.node, ip, &self.name)
+        {
+            return Err(HotplugError::IpTaken {
+                ip: ip.to_string(),
+                owner,
+            });
+        }
         let observed = self.observed_pci().await?;
         let attempt = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
         let plan = plan_hot_add_nic(

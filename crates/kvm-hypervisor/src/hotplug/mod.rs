@@ -160,6 +160,14 @@ pub enum HotplugError {
     /// A disk size that is not a positive number of bytes.
     #[error("{0} is not a disk size (a number of MiB, or with a unit: 1.5G, 512MiB, 100GB)")]
     BadSize(String),
+    /// A routed NIC's IP that another live instance routes already.
+    #[error("{ip} is routed to instance {owner} already")]
+    IpTaken {
+        /// The IP.
+        ip: String,
+        /// The instance that has it.
+        owner: String,
+    },
     /// A resize that would shrink the disk, without `allow_shrink`.
     #[error(
         "{id} is {previous} bytes: resizing it to {bytes} bytes would discard its last {} bytes; shrinking needs --allow-shrink",

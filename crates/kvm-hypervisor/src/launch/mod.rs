@@ -228,6 +228,23 @@ async fn check(
         return Err(invalid(report.problems));
     }
     clock.lap("validate-qemu");
+    let taken: Vec<Finding> = spec
+        .nics()
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.mode() == crate::spec::NicMode::Routed)
+        .filter_map(|(i, n)| {
+            let ip = n.ip()?;
+            let owner = crate::node::routed_ip_owner(node, ip, name)?;
+            Some(Finding {
+                field: format!("nics[{i}].ip"),
+                message: format!("{ip} is routed to instance {owner} already"),
+            })
+        })
+        .collect();
+    if !taken.is_empty() {
+        return Err(invalid(taken));
+    }
     let env = crate::host::plan_env(spec, &caps);
     Ok((caps, env))
 }
