@@ -448,3 +448,55 @@ fn validate_catches_what_start_would_refuse_memory_vcpus_and_a_kvm_path_that_is_
         stdout(&out)
     );
 }
+
+/// Every file (not directory) under `dir`.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_start_that_qemu_rejects_leaves_no_file() {
+    let r = TempRun::new("qemu-rejects");
+    let spec = temp_spec(
+        "rejected.json",
+        r#"{"name": "rej1", "memory": 64, "vcpus": 1,
+            "hvparams": {"kernel_path": "", "kvm_flag": "disabled",
+                         "kvm_extra": "-device no-such-device"}}"#,
+    );
+    let cache = r.0.join("cache");
+    let out = r.run(&[
+        "start",
+        spec.path(),
+        "--paused",
+        "--cache-dir",
+        cache.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // QEMU refuses the device after it made its sockets and console log.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "Error: starting rej1 failed at step `monitor`; QEMU said:\n  kvm: -device no-such-device: "
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<PathBuf> = files_under(&r.0)
+        .into_iter()
+        .filter(|p| !p.starts_with(&cache))
+        .collect();
+    assert_eq!(left, Vec::<PathBuf>::new());
+}

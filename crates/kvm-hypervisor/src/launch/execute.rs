@@ -112,6 +112,12 @@ pub(crate) async fn launch(
     )?;
     let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
     clock.lap("spawn");
+    // What QEMU creates itself goes too if the start fails (undone after
+    // the kill, so QEMU cannot recreate it).
+    for which in [Socket::Monitor, Socket::Serial, Socket::GuestAgent] {
+        rb.push(Undo::RemoveFile(run.socket(name, which)));
+    }
+    rb.push(Undo::RemoveFile(run.console_log(name)));
     rb.push(Undo::Kill(pid));
     rb.push(Undo::RemoveFile(run.pid_file(name)));
     crate::instance::crash_hook("spawn");
