@@ -38,6 +38,13 @@ tasks:
          `kvm-hypervisor hotplug add-disk` / `del-disk` against the raw QMP
          floor (same commands, same DEVICE_DELETED wait), 15 interleaved
          pairs on one running TCG guest
+  fuzz [EXECUTIONS]
+         every parser of outside input (QMP lines, runtime files, instance
+         specs in JSON and TOML, hvparams, CPU masks, storage URIs, QEMU help
+         texts) under the mutation fuzzer of `testkit`, EXECUTIONS per target
+         (default 1000000) from a fresh random seed, release build; prints
+         executions, crashes and hangs per target (a bounded run of the same
+         targets is part of `ci`)
   capture-fixtures [QEMU]
          record this machine's QEMU help outputs under fixtures/qemu/<version>/
          (never edit those files by hand; re-run this instead)
@@ -60,6 +67,7 @@ fn main() -> Result<()> {
             other => bail!("unknown benchmark {other:?}; known: plan, start, hotplug"),
         },
         Some("capture-fixtures") => capture_fixtures(std::env::args().nth(2)),
+        Some("fuzz") => fuzz(std::env::args().nth(2)),
         Some("-h" | "--help") | None => {
             print!("{USAGE}");
             Ok(())
@@ -551,6 +559,53 @@ fn bench_dir(name: &str) -> PathBuf {
         return shm.join(format!("kvmh-bench-{name}"));
     }
     root().join(format!("target/bench-{name}"))
+}
+
+/// `cargo xtask fuzz`: the fuzz targets of every crate, long, in release.
+fn fuzz(executions: Option<String>) -> Result<()> {
+    let executions = executions.unwrap_or_else(|| "1000000".into());
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos()
+        % u128::from(u64::MAX);
+    eprintln!("xtask: fuzzing, {executions} executions per target, seed {seed}");
+    let out = cargo()
+        .args([
+            "test",
+            "--release",
+            "--workspace",
+            "fuzz_",
+            "--",
+            "--nocapture",
+        ])
+        .env("KVMH_FUZZ_ITERATIONS", &executions)
+        .env("KVMH_FUZZ_SEED", seed.to_string())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("fuzz ")).collect();
+    for l in &lines {
+        println!("{l}");
+    }
+    let total = |word: &str| -> u64 {
+        lines
+            .iter()
+            .filter_map(|l| {
+                let before = l.split(&format!(" {word}")).next()?;
+                before.rsplit([' ', ',']).next()?.parse::<u64>().ok()
+            })
+            .sum()
+    };
+    println!(
+        "fuzz total: {} targets, {} executions, {} crashes, {} hangs (seed {seed})",
+        lines.len(),
+        total("executions"),
+        total("crashes"),
+        total("hangs")
+    );
+    if !out.status.success() {
+        bail!("a fuzz target failed (findings in target/fuzz-findings/):\n{stderr}");
+    }
+    Ok(())
 }
 
 fn bench_hotplug() -> Result<()> {

@@ -73,6 +73,9 @@ mod events;
 mod redact;
 mod wire;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use client::{Client, ConnectOptions, Execute, Handshake};
 pub use command::{Command, default_timeout};
 pub use commands::{
