@@ -199,27 +199,37 @@ fn step(what: &str) {
     println!("e2e: {what}");
 }
 
+impl Lab {
+    /// A lab named `kvmhv-TAG-PID`: a network namespace with a bridge
+    /// (`kvmhvbr0`, 192.0.2.1/24) and a directory under `target/`; both
+    /// removed when the lab is dropped.
+    pub(crate) fn new(tag: &str, guest: Guest, bin: PathBuf, accel: &'static str) -> Result<Lab> {
+        let ns = format!("kvmhv-{tag}-{}", std::process::id());
+        let dir = crate::root().join(format!("target/{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let lab = Lab {
+            ns: ns.clone(),
+            dir,
+            bin,
+            guest,
+            accel,
+        };
+        let sh = |args: &[&str]| -> Result<()> {
+            let st = Command::new("ip").args(args).status()?;
+            ensure!(st.success(), "ip {} failed", args.join(" "));
+            Ok(())
+        };
+        sh(&["netns", "add", &ns])?;
+        sh(&["-n", &ns, "link", "set", "lo", "up"])?;
+        sh(&["-n", &ns, "link", "add", "kvmhvbr0", "type", "bridge"])?;
+        sh(&["-n", &ns, "addr", "add", "192.0.2.1/24", "dev", "kvmhvbr0"])?;
+        sh(&["-n", &ns, "link", "set", "kvmhvbr0", "up"])?;
+        Ok(lab)
+    }
+}
+
 pub(crate) fn e2e(guest: Guest, bin: PathBuf, accel: &'static str) -> Result<()> {
-    let ns = format!("kvmhv-e2e-{}", std::process::id());
-    let dir = crate::root().join(format!("target/e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let lab = Lab {
-        ns: ns.clone(),
-        dir,
-        bin,
-        guest,
-        accel,
-    };
-    let sh = |args: &[&str]| -> Result<()> {
-        let st = Command::new("ip").args(args).status()?;
-        ensure!(st.success(), "ip {} failed", args.join(" "));
-        Ok(())
-    };
-    sh(&["netns", "add", &ns])?;
-    sh(&["-n", &ns, "link", "set", "lo", "up"])?;
-    sh(&["-n", &ns, "link", "add", "kvmhvbr0", "type", "bridge"])?;
-    sh(&["-n", &ns, "addr", "add", "192.0.2.1/24", "dev", "kvmhvbr0"])?;
-    sh(&["-n", &ns, "link", "set", "kvmhvbr0", "up"])?;
+    let lab = Lab::new("e2e", guest, bin, accel)?;
 
     step("start with a disk and a bridged NIC, CPU pinned to CPU 0");
     let spec = lab.spec("e2e1", true, json!({"cpu_mask": "0"}))?;
@@ -556,7 +566,7 @@ fn mem_total_kib(console: &mut Console) -> Result<u64> {
 
 /// Waits up to 30 s for `pid` to exit, through a pidfd: it signals the
 /// exit even while the process lingers as a zombie nobody has reaped.
-fn wait_gone(pid: i64) -> Result<()> {
+pub(crate) fn wait_gone(pid: i64) -> Result<()> {
     use std::os::fd::{AsFd, FromRawFd, OwnedFd};
     // SAFETY: pidfd_open(2) returns a new descriptor we own, or -1.
     let raw = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
@@ -579,7 +589,7 @@ fn wait_gone(pid: i64) -> Result<()> {
 }
 
 /// Files left in the run directory (directories themselves do not count).
-fn leftover_files(run: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn leftover_files(run: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![run.to_owned()];
     while let Some(d) = stack.pop() {

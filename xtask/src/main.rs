@@ -12,6 +12,7 @@ mod bench_hotplug;
 mod bench_start;
 mod e2e;
 mod e2e_hotplug;
+mod faults;
 mod timing;
 
 const USAGE: &str = "\
@@ -19,10 +20,16 @@ usage: cargo xtask <task>
 
 tasks:
   ci     install what the tests need, then fmt --check, clippy -D warnings,
-         every test (the tidy test of the crate graph included), docs -D warnings
+         every test (the tidy test of the crate graph and bounded fuzzing
+         included), the end-to-end scenarios, the fault-injection suite,
+         docs -D warnings
   demo   the main job: validate and show the bundled demo instance spec
   e2e    the end-to-end scenarios: the real binary and a real guest inside a
          network namespace (root); part of `ci`
+  faults fault injection: the CLI killed, QEMU killed or stopped at each
+         step boundary of start, stop, reboot and hotplug, and a full run
+         directory; after each, info tells the truth, the next command
+         completes or undoes, nothing is left; prints a table (part of `ci`)
   guest  build (once, cached in target/guest) the test guest: a Debian cloud
          kernel and a busybox initramfs whose /init prints GLAB-READY on ttyS0,
          powers off on the ACPI power button and runs commands sent on ttyS0
@@ -56,6 +63,7 @@ fn main() -> Result<()> {
         Some("ci") => ci(),
         Some("demo") => demo(),
         Some("e2e") => run_e2e(),
+        Some("faults") => run_faults(),
         Some("guest") => guest().map(|g| {
             println!("kernel {}", g.kernel.display());
             println!("initrd {}", g.initrd.display());
@@ -130,6 +138,7 @@ fn ci() -> Result<()> {
     )?;
     run("cargo test", cargo().args(["test", "--workspace"]))?;
     run_e2e()?;
+    run_faults()?;
     run(
         "cargo doc",
         cargo()
@@ -518,6 +527,21 @@ fn run_e2e() -> Result<()> {
         "disabled"
     };
     e2e::e2e(guest, root().join("target/debug/kvm-hypervisor"), accel)
+}
+
+fn run_faults() -> Result<()> {
+    ensure_packages()?;
+    install_missing(&[("ip", "iproute2")])?;
+    let guest = guest()?;
+    run(
+        "cargo build -p kvm-hypervisor-cli",
+        cargo().args(["build", "--quiet", "-p", "kvm-hypervisor-cli"]),
+    )?;
+    faults::faults(
+        guest,
+        root().join("target/debug/kvm-hypervisor"),
+        "disabled",
+    )
 }
 
 fn bench_start() -> Result<()> {

@@ -54,6 +54,8 @@ pub struct Instance<'a> {
     pub record: RuntimeRecord,
     /// The QMP session on its control monitor.
     pub qmp: Client,
+    /// QEMU's pid.
+    pub pid: i32,
     _lock: InstanceLock,
 }
 
@@ -70,7 +72,7 @@ impl<'a> Instance<'a> {
         let mut clock = StepClock::start("open");
         let lock = node.run.lock(name, LockWait::Up(lock_wait))?;
         clock.lap("lock");
-        if !matches!(state::liveness(&node.run, name), Liveness::Running { .. }) {
+        let Liveness::Running { pid, .. } = state::liveness(&node.run, name) else {
             // A stale intent of a QEMU that is gone means nothing any more.
             node.run.clear_intent(name);
             if !node.run.runtime_file(name).exists() {
@@ -80,7 +82,7 @@ impl<'a> Instance<'a> {
                 return Err(OpenError::Unknown(name.to_owned()));
             }
             return Err(OpenError::NotRunning(name.to_owned()));
-        }
+        };
         let record = node
             .run
             .read_runtime(name)?
@@ -102,6 +104,7 @@ impl<'a> Instance<'a> {
             name: name.to_owned(),
             record,
             qmp,
+            pid,
             _lock: lock,
         })
     }
@@ -148,6 +151,7 @@ pub(crate) async fn kill_and_wait(
 /// `kill(pid, 0)` would call alive.
 pub struct ProcessExit {
     fd: tokio::io::unix::AsyncFd<OwnedFd>,
+    pid: i32,
 }
 
 impl ProcessExit {
@@ -165,7 +169,12 @@ impl ProcessExit {
             tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
         }
         .ok()
-        .map(|fd| ProcessExit { fd })
+        .map(|fd| ProcessExit { fd, pid })
+    }
+
+    /// The pid watched.
+    pub fn pid(&self) -> i32 {
+        self.pid
     }
 
     /// Whether the process has exited, without waiting.
@@ -187,14 +196,47 @@ impl ProcessExit {
 }
 
 /// Environment variable naming a step after which the process kills itself
-/// with SIGKILL (a test hook for crash recovery): `spawn` (start),
-/// `blockdev-add`, `netdev_add` (hotplug).
+/// with SIGKILL (a test hook for crash recovery), e.g. `spawn`; the same as
+/// [`FAULT_ENV`] with `STEP:kill-cli`.
 pub const CRASH_HOOK_ENV: &str = "KVM_HYPERVISOR_TEST_CRASH_AFTER";
 
-/// Dies with SIGKILL after `step` when [`CRASH_HOOK_ENV`] names it.
-pub(crate) fn crash_hook(step: &str) {
+/// Environment variable of the fault-injection hook: `STEP:FAULT`, where
+/// FAULT is `kill-cli` (this process dies with SIGKILL), `kill-qemu`
+/// (QEMU gets SIGKILL) or `stop-qemu` (QEMU gets SIGSTOP) right after STEP.
+/// Steps: start `record`, `nic-up`, `spawn`, `monitor`, `cont`, `commit`;
+/// stop `powerdown`; reboot `reboot-stopped`; hotplug `add-fd`,
+/// `blockdev-add`, `device_add`, `netdev_add`, `device_del`.
+pub const FAULT_ENV: &str = "KVM_HYPERVISOR_TEST_FAULT";
+
+/// Injects the fault [`FAULT_ENV`] (or [`CRASH_HOOK_ENV`]) names for `step`;
+/// `qemu` is QEMU's pid where one runs. Nothing happens without them.
+pub(crate) fn fault_point(step: &str, qemu: Option<i32>) {
+    use nix::sys::signal::{Signal, kill, raise};
     if std::env::var(CRASH_HOOK_ENV).is_ok_and(|s| s == step) {
         tracing::warn!(step, "test hook: killing this process");
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        let _ = raise(Signal::SIGKILL);
+    }
+    let Ok(spec) = std::env::var(FAULT_ENV) else {
+        return;
+    };
+    let Some((at, fault)) = spec.split_once(':') else {
+        return;
+    };
+    if at != step {
+        return;
+    }
+    tracing::warn!(step, fault, "test hook: injecting a fault");
+    let qemu = qemu.map(nix::unistd::Pid::from_raw);
+    match (fault, qemu) {
+        ("kill-cli", _) => {
+            let _ = raise(Signal::SIGKILL);
+        }
+        ("kill-qemu", Some(pid)) => {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        ("stop-qemu", Some(pid)) => {
+            let _ = kill(pid, Signal::SIGSTOP);
+        }
+        _ => {}
     }
 }

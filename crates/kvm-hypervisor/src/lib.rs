@@ -41,8 +41,8 @@ pub mod validate;
 pub use device_slots as slots;
 /// The hvparam definitions and checks, re-exported for users of this crate.
 pub use hvparam_validation as hvparams;
-pub use instance::{Instance, OpenError, ProcessExit, connect};
-pub use launch::execute::MONITOR_TIMEOUT;
+pub use instance::{CRASH_HOOK_ENV, FAULT_ENV, Instance, OpenError, ProcessExit, connect};
+pub use launch::execute::{MONITOR_TIMEOUT, MONITOR_TIMEOUT_ENV};
 pub use launch::plan::{
     FIRST_PASSED_FD, LaunchPlan, ListenSocket, PlanEnv, PlanError, PostStartStep, StartMode,
     TapPlan, plan_start,

@@ -18,7 +18,7 @@ use super::{
     Added, HotplugError, NotVisible, REMOVAL_PENDING, Removal, boxed, device_env, disk_id, label,
     nic_down, nic_id, open_disk,
 };
-use crate::instance::{Instance, crash_hook};
+use crate::instance::{Instance, fault_point};
 use crate::launch::rollback::{Rollback, Undo};
 use crate::net::Tap;
 use crate::spec::{DiskSpec, NicSpec};
@@ -188,6 +188,7 @@ impl Instance<'_> {
             drop(fd);
             undo.push(Undo::RemoveFd(info.fdset_id));
             clock.lap("add-fd");
+            fault_point("add-fd", Some(self.pid));
             fdset = Some(info.fdset_id);
             if let Some(f) = blockdev.properties.get_mut("file") {
                 f["filename"] = json!(format!("/dev/fdset/{}", info.fdset_id));
@@ -199,13 +200,14 @@ impl Instance<'_> {
             .map_err(|e| ("blockdev-add", boxed(e)))?;
         undo.push(Undo::BlockdevDel(id.clone()));
         clock.lap("blockdev-add");
-        crash_hook("blockdev-add");
+        fault_point("blockdev-add", Some(self.pid));
         self.qmp
             .execute(plan.device.clone())
             .await
             .map_err(|e| ("device_add", boxed(e)))?;
         undo.push(Undo::DeviceDel(id.clone()));
         clock.lap("device_add");
+        fault_point("device_add", Some(self.pid));
         if !self
             .verify(&plan.hvinfo)
             .await
@@ -341,7 +343,7 @@ impl Instance<'_> {
         // netdev_add consumed the named fds.
         undo.retain(|u| !matches!(u, Undo::CloseFd(_)));
         undo.push(Undo::NetdevDel(id.clone()));
-        crash_hook("netdev_add");
+        fault_point("netdev_add", Some(self.pid));
         self.qmp
             .execute(plan.device.clone())
             .await
@@ -414,7 +416,9 @@ impl Instance<'_> {
                 .or_event("DEVICE_UNPLUG_GUEST_ERROR")
                 .data_eq("device", id),
         );
-        match self.qmp.execute(DeviceDel::new(id)).await {
+        let sent = self.qmp.execute(DeviceDel::new(id)).await;
+        fault_point("device_del", Some(self.pid));
+        match sent {
             Ok(()) => {}
             Err(e) if e.qmp_class() == Some("DeviceNotFound") => {
                 self.finish_removal(kind, uuid, id).await?;

@@ -12,7 +12,7 @@ use serde_json::{Map, Value as Json};
 use super::plan::{LaunchPlan, PostStartStep};
 use super::rollback::{Rollback, Undo};
 use crate::hvparams::{CpuMask, CpuSet};
-use crate::instance::connect;
+use crate::instance::{connect, fault_point};
 use crate::net::{Netlink, Tap};
 use crate::node::Node;
 use crate::process::{ChildStderr, PassFd, spawn_with_fds};
@@ -20,8 +20,20 @@ use crate::spec::InstanceSpec;
 use crate::state::{self, Format, RuntimeRecord, Socket};
 use crate::timing::StepClock;
 
-/// How long QEMU may take from spawn to answering its monitor.
+/// How long QEMU may take from spawn to answering its monitor, unless
+/// [`MONITOR_TIMEOUT_ENV`] says otherwise.
 pub const MONITOR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Environment variable overriding [`MONITOR_TIMEOUT`], in seconds (a slow
+/// host; the fault-injection suite's stopped QEMU).
+pub const MONITOR_TIMEOUT_ENV: &str = "KVM_HYPERVISOR_MONITOR_TIMEOUT";
+
+fn monitor_timeout() -> std::time::Duration {
+    std::env::var(MONITOR_TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(MONITOR_TIMEOUT, std::time::Duration::from_secs)
+}
 
 /// A failed step: its name and why.
 pub(crate) type StepError = (&'static str, Box<dyn std::error::Error + Send + Sync>);
@@ -78,7 +90,9 @@ pub(crate) async fn launch(
     // which can stop or clean it up.
     let tap_names: Vec<String> = taps.iter().map(|t| t.name().to_string()).collect();
     record_incomplete(node, spec, plan, &tap_names, rb)?;
+    fault_point("record", None);
     configure_nics(plan, &taps, rb).await?;
+    fault_point("nic-up", None);
     clock.lap("taps");
     let listeners = bind_sockets(plan, rb)?;
     clock.lap("sockets");
@@ -120,7 +134,7 @@ pub(crate) async fn launch(
     rb.push(Undo::RemoveFile(run.console_log(name)));
     rb.push(Undo::Kill(pid));
     rb.push(Undo::RemoveFile(run.pid_file(name)));
-    crate::instance::crash_hook("spawn");
+    fault_point("spawn", Some(pid));
     // Our copies of the sockets and taps close here; QEMU holds its own.
     // The child runs in its own session and is not waited for.
     drop(pass);
@@ -129,7 +143,7 @@ pub(crate) async fn launch(
     drop(taps);
     let qmp = at(
         "monitor",
-        connect(&run.socket(name, Socket::Qmp), MONITOR_TIMEOUT).await,
+        connect(&run.socket(name, Socket::Qmp), monitor_timeout()).await,
     )?;
     // QEMU made its own sockets 0700 (umask 077): sockets need no x bit.
     for which in [Socket::Monitor, Socket::Serial, Socket::GuestAgent] {
@@ -137,6 +151,7 @@ pub(crate) async fn launch(
         let _ = std::fs::set_permissions(run.socket(name, which), mode);
     }
     clock.lap("monitor");
+    fault_point("monitor", Some(pid));
     Ok(Launched {
         pid,
         qmp,
@@ -243,6 +258,7 @@ pub(crate) async fn post_start(
             _ => {}
         }
         clock.lap(step.name());
+        fault_point(step.name(), Some(pid));
     }
     Ok(())
 }

@@ -312,6 +312,7 @@ async fn execute(
     post_start(plan, &launched.qmp, launched.pid, &mut clock).await?;
     commit(node, spec, plan, &launched.taps)?;
     clock.lap("record");
+    crate::instance::fault_point("commit", Some(launched.pid));
     Ok(launched.pid)
 }
 

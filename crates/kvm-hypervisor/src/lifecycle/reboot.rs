@@ -114,5 +114,6 @@ pub async fn reboot(
         force: hard,
     };
     stop_keeping_record(node, name, opts).await?;
+    crate::instance::fault_point("reboot-stopped", None);
     Ok(start(node, &spec, StartOptions::default()).await?)
 }

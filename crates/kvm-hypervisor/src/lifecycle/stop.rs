@@ -186,6 +186,7 @@ async fn power_down(
     let qmp = connect(&node.run.socket(name, Socket::Qmp), timeout).await?;
     let mut shutdown = qmp.listen(EventFilter::new("SHUTDOWN"));
     qmp.execute(qmp_protocol::SystemPowerdown).await?;
+    crate::instance::fault_point("powerdown", Some(exit.pid()));
     if !exit.wait(timeout).await {
         return Ok(None);
     }
