@@ -266,6 +266,20 @@ impl HvParams {
             .collect()
     }
 
+    /// The QEMU device driver of each `usb_devices` item: Ganeti's short
+    /// names (`tablet`, `mouse`, `keyboard`) mapped, others as written.
+    pub fn usb_device_drivers(&self) -> Vec<&str> {
+        self.usb_device_list()
+            .into_iter()
+            .map(|item| match item {
+                "tablet" => "usb-tablet",
+                "mouse" => "usb-mouse",
+                "keyboard" => "usb-kbd",
+                other => other,
+            })
+            .collect()
+    }
+
     /// `kvm_extra` split into arguments as by a shell; `None` when malformed.
     pub fn kvm_extra_args(&self) -> Option<Vec<String>> {
         shlex::split(self.kvm_extra())

@@ -500,3 +500,23 @@ fn a_start_that_qemu_rejects_leaves_no_file() {
         .collect();
     assert_eq!(left, Vec::<PathBuf>::new());
 }
+
+#[test]
+fn validate_refuses_a_usb_device_qemu_does_not_have() {
+    let spec = temp_spec(
+        "usb.json",
+        r#"{"name": "u1", "memory": 128, "vcpus": 1,
+            "hvparams": {"kernel_path": "", "usb_devices": "tablet,no-such-usb-thing"}}"#,
+    );
+    let out = run(&["validate", spec.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("u1: 1 problem(s)\nproblems:\n  hvparams.usb_devices: QEMU 7.2."),
+        "{text}"
+    );
+    assert!(
+        text.contains(" has no device `no-such-usb-thing`\n"),
+        "{text}"
+    );
+}

@@ -175,6 +175,17 @@ fn sizing_problems(spec: &InstanceSpec, facts: &NodeFacts) -> Vec<Finding> {
             ),
         });
     }
+    if let Some(qemu) = &facts.hv.qemu {
+        let (a, b, c) = qemu.version;
+        for driver in spec.hvparams().usb_device_drivers() {
+            if !qemu.devices.contains(driver) {
+                out.push(Finding {
+                    field: "hvparams.usb_devices".into(),
+                    message: format!("QEMU {a}.{b}.{c} has no device `{driver}`"),
+                });
+            }
+        }
+    }
     if let Some((machine, max)) = &facts.machine_cpu_max
         && spec.vcpus() > *max
     {

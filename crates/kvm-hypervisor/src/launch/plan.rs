@@ -647,13 +647,7 @@ impl<'a> Planner<'a> {
             }
             _ => {}
         }
-        for (i, item) in hv.usb_device_list().iter().enumerate() {
-            let driver = match *item {
-                "tablet" => "usb-tablet",
-                "mouse" => "usb-mouse",
-                "keyboard" => "usb-kbd",
-                other => other,
-            };
+        for (i, driver) in hv.usb_device_drivers().into_iter().enumerate() {
             self.inv.devices.push(usb(driver, format!("usb{i}")));
         }
         if !hv.keymap().is_empty() {
