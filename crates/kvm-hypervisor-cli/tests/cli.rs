@@ -49,18 +49,20 @@ fn temp_spec(name: &str, body: &str) -> TempSpec {
 }
 
 #[test]
-fn validate_reports_all_five_mistakes_and_exits_1() {
+fn validate_reports_all_five_mistakes_and_the_host_problems_of_the_rest_and_exits_1() {
     let out = run(&["validate", &fixture("five-mistakes.json")]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stdout(&out),
         format!(
-            "{}: 5 problem(s)\nproblems:\n\
+            "{}: 7 problem(s)\nproblems:\n\
              \x20 name: `../etc` is not a usable instance name: it contains `/`\n\
              \x20 hvparams.acpi: expected a boolean, found string \"yes\"\n\
              \x20 hvparams.boot_ordr: unknown hvparam; did you mean `boot_order`?\n\
              \x20 disks[0]: a disk needs exactly one of `path` (kernelspace) and `uri` (userspace)\n\
-             \x20 nics[0].mac: `aa:00:00:11:22` is not a usable MAC address: expected six hex pairs separated by `:`\n",
+             \x20 nics[0].mac: `aa:00:00:11:22` is not a usable MAC address: expected six hex pairs separated by `:`\n\
+             \x20 hvparams.kernel_path: /boot/vmlinuz-3-kvmU does not exist\n\
+             \x20 disks[0].path: /srv/a.img does not exist on this host\n",
             fixture("five-mistakes.json")
         )
     );
@@ -85,7 +87,9 @@ fn validate_json_lists_problems_by_field() {
             "hvparams.acpi",
             "hvparams.boot_ordr",
             "disks[0]",
-            "nics[0].mac"
+            "nics[0].mac",
+            "hvparams.kernel_path",
+            "disks[0].path"
         ]
     );
 }
@@ -94,7 +98,7 @@ fn validate_json_lists_problems_by_field() {
 fn validate_typo_in_hvparam_suggests_the_name() {
     let spec = temp_spec(
         "typo.json",
-        r#"{"name": "t1", "memory": 64, "vcpus": 1, "hvparams": {"serial_sped": 9600}}"#,
+        r#"{"name": "t1", "memory": 64, "vcpus": 1, "hvparams": {"serial_sped": 9600, "kernel_path": ""}}"#,
     );
     let out = run(&["validate", spec.path()]);
     assert_eq!(out.status.code(), Some(1));

@@ -45,8 +45,14 @@ pub fn add_qemu(facts: &mut NodeFacts, spec: &InstanceSpec, caps: &qemu_cmdline:
 /// Looks at the host for everything validating `spec` needs. QEMU is not
 /// probed here (`hv.qemu` stays `None`); the caller adds its capabilities.
 pub fn gather(spec: &InstanceSpec) -> NodeFacts {
-    let wanted = spec.hvparams().facts_wanted();
-    let hv = HostFacts {
+    let hv = hv_facts(spec.hvparams());
+    build_node_facts(spec, hv)
+}
+
+/// The host facts the hvparams `hv` need (QEMU not probed).
+pub fn hv_facts(hv: &crate::hvparams::HvParams) -> HostFacts {
+    let wanted = hv.facts_wanted();
+    HostFacts {
         qemu: None,
         interfaces: wanted.interfaces.then(interfaces),
         paths: wanted
@@ -65,7 +71,10 @@ pub fn gather(spec: &InstanceSpec) -> NodeFacts {
             })
             .collect(),
         online_cpus: online_cpus(),
-    };
+    }
+}
+
+fn build_node_facts(spec: &InstanceSpec, hv: HostFacts) -> NodeFacts {
     let disk_paths = spec
         .disks()
         .iter()

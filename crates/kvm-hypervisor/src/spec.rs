@@ -280,6 +280,13 @@ impl InstanceSpec {
 
     /// Reads a spec file; the format follows the extension (`.json` or `.toml`).
     pub fn load(path: &Path) -> Result<Loaded, SpecError> {
+        let value = InstanceSpec::load_value(path)?;
+        InstanceSpec::from_value(&value).map_err(SpecError::Invalid)
+    }
+
+    /// Reads a spec file (JSON or TOML, by extension) as JSON, without
+    /// checking it.
+    pub fn load_value(path: &Path) -> Result<Json, SpecError> {
         let format = match path.extension().and_then(|e| e.to_str()) {
             Some("json") => Format::Json,
             Some("toml") => Format::Toml,
@@ -301,7 +308,7 @@ impl InstanceSpec {
             path: path.to_owned(),
             message,
         })?;
-        InstanceSpec::from_value(&value).map_err(SpecError::Invalid)
+        Ok(value)
     }
 
     /// Builds a spec from parsed JSON (or TOML converted to JSON).

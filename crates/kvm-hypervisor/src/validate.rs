@@ -241,3 +241,42 @@ fn chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// The report of a spec that does not parse whole: its problems, and the
+/// host problems of the parts that did parse (the hvparams' paths, users
+/// and interfaces; the disks' paths), so one mistyped field does not hide
+/// every host problem. Fields already reported are not reported twice.
+pub fn partial_report(value: &serde_json::Value, problems: &crate::spec::SpecProblems) -> Report {
+    let mut report = report_of_problems(problems);
+    let reported: std::collections::BTreeSet<String> =
+        problems.0.iter().map(|p| p.field.clone()).collect();
+    let mut found = Vec::new();
+    if let Some(serde_json::Value::Object(map)) = value.get("hvparams") {
+        let (hv, _) = crate::hvparams::HvParams::parse(map);
+        let facts = crate::host::hv_facts(&hv);
+        for p in hv.validate(&facts).problems {
+            found.push(Finding {
+                field: format!("hvparams.{}", p.param()),
+                message: p.kind().to_string(),
+            });
+        }
+    }
+    if let Some(serde_json::Value::Array(disks)) = value.get("disks") {
+        for (i, d) in disks.iter().enumerate() {
+            let Some(path) = d.get("path").and_then(serde_json::Value::as_str) else {
+                continue;
+            };
+            let path = PathBuf::from(path);
+            let problem = match crate::host::path_kind(&path) {
+                PathKind::Missing => HostProblem::DiskMissing(path),
+                PathKind::Dir => HostProblem::DiskNotUsable(path),
+                _ => continue,
+            };
+            found.push(finding(&format!("disks[{i}].path"), problem));
+        }
+    }
+    report
+        .problems
+        .extend(found.into_iter().filter(|f| !reported.contains(&f.field)));
+    report
+}

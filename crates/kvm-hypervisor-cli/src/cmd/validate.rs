@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use kvm_hypervisor::caps;
 use kvm_hypervisor::spec::{InstanceSpec, SpecError};
-use kvm_hypervisor::validate::{Finding, Report, report_of_problems, validate_spec};
+use kvm_hypervisor::validate::{Finding, Report, partial_report, validate_spec};
 use serde_json::json;
 
 use crate::global::Global;
@@ -24,12 +24,14 @@ pub(crate) struct Args {
 impl Args {
     pub(crate) fn run(self, _: &Global) -> anyhow::Result<ExitCode> {
         let path = self.spec.as_path();
-        let loaded = match InstanceSpec::load(path) {
-            Ok(loaded) => loaded,
-            Err(SpecError::Invalid(problems)) => {
-                print_report(path, None, &report_of_problems(&problems), self.json)?;
-                return Ok(invalid());
-            }
+        let loaded = match InstanceSpec::load_value(path) {
+            Ok(value) => match InstanceSpec::from_value(&value) {
+                Ok(loaded) => loaded,
+                Err(problems) => {
+                    print_report(path, None, &partial_report(&value, &problems), self.json)?;
+                    return Ok(invalid());
+                }
+            },
             Err(e @ SpecError::Syntax { .. }) => {
                 if self.json {
                     println!(
