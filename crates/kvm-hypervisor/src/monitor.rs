@@ -10,6 +10,12 @@
 //! `ctrl/<name>.shutdown`, which `info` reads. New instances are picked up
 //! through inotify on `ctrl/`; existing ones by a scan at start, so a
 //! restarted monitor resumes where it left off.
+//!
+//! The monitor also caps every serial console log (`log/<name>.console`):
+//! a guest printing in a loop would otherwise fill the run directory (a
+//! tmpfs) and make every later start fail. QEMU appends to the log; when it
+//! grows past the cap, its last half is kept and the rest cut off in place
+//! ([`cap_console_log`]).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -74,8 +80,47 @@ pub fn decide<'a>(
 }
 
 /// Runs until `shutdown` resolves; sends each verdict on `verdicts`.
+/// The default cap of a serial console log.
+pub const DEFAULT_CONSOLE_LOG_MAX: u64 = 4 << 20;
+
+/// Cuts the console log at `path` down to its last `max / 2` bytes when it
+/// is larger than `max`, in place, so that QEMU, which appends, goes on at
+/// the new end. Returns the bytes dropped, if any.
+pub fn cap_console_log(path: &std::path::Path, max: u64) -> std::io::Result<Option<u64>> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::FileExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    if len <= max {
+        return Ok(None);
+    }
+    let keep = max / 2;
+    let mut tail = Vec::with_capacity(usize::try_from(keep).unwrap_or(0));
+    file.seek(SeekFrom::Start(len - keep))?;
+    file.by_ref().take(keep).read_to_end(&mut tail)?;
+    file.write_all_at(&tail, 0)?;
+    file.set_len(keep)?;
+    Ok(Some(len - keep))
+}
+
+/// Watches every instance of `run` ([`run_with`] with the default console
+/// log cap).
 pub async fn run(
     run: RunDir,
+    verdicts: mpsc::UnboundedSender<GuestExit>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), MonitorError> {
+    run_with(run, DEFAULT_CONSOLE_LOG_MAX, verdicts, shutdown).await
+}
+
+/// Watches every instance of `run` for guest shutdowns, and caps their
+/// console logs at `console_log_max` bytes.
+pub async fn run_with(
+    run: RunDir,
+    console_log_max: u64,
     verdicts: mpsc::UnboundedSender<GuestExit>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), MonitorError> {
@@ -87,8 +132,12 @@ pub async fn run(
     use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
     let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
         .map_err(|e| watch_err(e.into()))?;
-    inotify
+    let ctrl_watch = inotify
         .add_watch(&ctrl, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+        .map_err(|e| watch_err(e.into()))?;
+    let logs = run.root().join("log");
+    let log_watch = inotify
+        .add_watch(&logs, AddWatchFlags::IN_MODIFY)
         .map_err(|e| watch_err(e.into()))?;
     // SAFETY: the Inotify owns its descriptor and outlives the registration.
     let fd =
@@ -127,8 +176,19 @@ pub async fn run(
                 match guard.get_inner().0.read_events() {
                     Ok(events) => {
                         for ev in events {
-                            if let Some(name) = ev.name.as_ref().and_then(|n| n.to_str()).and_then(|f| f.strip_suffix(".kvmd")) {
-                                start_watch(name.to_owned());
+                            let file = ev.name.as_ref().and_then(|n| n.to_str());
+                            if ev.wd == ctrl_watch {
+                                if let Some(name) = file.and_then(|f| f.strip_suffix(".kvmd")) {
+                                    start_watch(name.to_owned());
+                                }
+                            } else if ev.wd == log_watch
+                                && let Some(f) = file.filter(|f| f.ends_with(".console"))
+                            {
+                                match cap_console_log(&logs.join(f), console_log_max) {
+                                    Ok(Some(dropped)) => tracing::info!(log = f, dropped, "console log capped"),
+                                    Ok(None) => {}
+                                    Err(e) => tracing::debug!(log = f, error = %e, "cannot cap the console log"),
+                                }
                             }
                         }
                     }
@@ -193,6 +253,89 @@ async fn watch_instance(
     }
     if let Ok(mut w) = watched.lock() {
         w.remove(&name);
+    }
+}
+
+#[cfg(test)]
+mod cap_tests {
+    use std::io::Write;
+
+    use super::cap_console_log;
+
+    #[test]
+    fn a_console_log_past_its_cap_keeps_its_last_half_and_appending_goes_on_at_the_end() {
+        let dir = std::env::temp_dir().join(format!("kvmhv-cap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("web1.console");
+        // QEMU's side: an appending writer.
+        let mut qemu = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("open");
+        let text: String = (0..10_000).map(|i| format!("line {i:05}\n")).collect();
+        qemu.write_all(text.as_bytes()).expect("write");
+
+        let dropped = cap_console_log(&path, 16 << 10).expect("cap");
+
+        assert_eq!(dropped, Some(text.len() as u64 - (8 << 10)));
+        let kept = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(kept, text[text.len() - (8 << 10)..]);
+        qemu.write_all(b"after the cut\n").expect("write");
+        let after = std::fs::read(&path).expect("read");
+        assert_eq!(
+            after.len(),
+            (8 << 10) + 14,
+            "not sparse: the writer went on at the new end"
+        );
+        assert!(after.ends_with(b"line 09999\nafter the cut\n"));
+        assert_eq!(cap_console_log(&path, 16 << 10).expect("cap"), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_monitor_caps_a_growing_console_log() {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let dir = std::env::temp_dir().join(format!("kvmhv-capmon-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let run = crate::state::RunDir::open(&dir).expect("run dir");
+        let path = run.console_log("web1");
+        let mut qemu = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("open");
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let monitor = tokio::spawn(super::run_with(run.clone(), 16 << 10, tx, async {
+            let _ = stop_rx.await;
+        }));
+        // The file's own events tell when the monitor has cut it.
+        let watch = Inotify::init(InitFlags::IN_CLOEXEC).expect("inotify");
+        watch
+            .add_watch(&path, AddWatchFlags::IN_MODIFY)
+            .expect("watch");
+        let capped = tokio::task::spawn_blocking(move || {
+            let line = [b'x'; 1023];
+            // Writes go on until the monitor has cut the file (each write
+            // is an event for it), at most 1 MiB.
+            for _ in 0..1024 {
+                qemu.write_all(&line)
+                    .and_then(|()| qemu.write_all(b"\n"))
+                    .expect("write");
+                let _ = watch.read_events();
+                if std::fs::metadata(&path).expect("stat").len() < (16 << 10) {
+                    return true;
+                }
+            }
+            false
+        });
+        // The monitor runs on this thread between the writer's events.
+        let capped = capped.await.expect("writer");
+        let _ = stop_tx.send(());
+        monitor.await.expect("monitor").expect("monitor ran");
+        assert!(capped, "the console log grew past its cap");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

@@ -6,7 +6,16 @@ use std::process::ExitCode;
 use crate::global::Global;
 
 #[derive(clap::Args)]
-pub(crate) struct Args {}
+pub(crate) struct Args {
+    /// The cap of each serial console log: past it, the log keeps its last
+    /// half (sizes as for resize-disk: 4MiB, 1G, …).
+    #[arg(long, value_name = "SIZE", default_value = "4MiB", value_parser = parse_size)]
+    console_log_max: u64,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    kvm_hypervisor::hotplug::parse_size(text).map_err(|e| e.to_string())
+}
 
 impl Args {
     pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
@@ -32,7 +41,7 @@ impl Args {
                 }
             };
             tokio::select! {
-                r = kvm_hypervisor::monitor::run(node.run.clone(), tx, stop) => r.map_err(anyhow::Error::from),
+                r = kvm_hypervisor::monitor::run_with(node.run.clone(), self.console_log_max, tx, stop) => r.map_err(anyhow::Error::from),
                 () = printer => Ok(()),
             }
         })?;

@@ -101,6 +101,10 @@ pub(crate) async fn launch(
         std::fs::create_dir_all(log.parent().unwrap_or(Path::new("/"))),
     )?;
     let log_file = at("log", private_file(log))?;
+    if spec.hvparams().serial_console() {
+        // A fresh console log for this boot (QEMU appends to it).
+        at("log", private_file(&run.console_log(name)))?;
+    }
     let mut pass: Vec<PassFd<'_>> = listeners
         .iter()
         .map(|(n, l)| PassFd {

@@ -510,7 +510,10 @@ impl<'a> Planner<'a> {
         let chardev = self
             .socket("serial0", Socket::Serial)
             .set("logfile", log.display().to_string())
-            .set("logappend", false);
+            // Appending: the monitor caps the log by cutting it in place,
+            // and an appending writer then goes on at the new end. The
+            // start truncates it, so each boot's log is its own.
+            .set("logappend", true);
         self.inv.chardevs.push(chardev);
         self.inv.serials.push("chardev:serial0".into());
         self.need("isa-serial", "serial_console")
