@@ -97,7 +97,7 @@ pub enum InfoError {
 const MONITOR_BUSY_WAIT: Duration = Duration::from_secs(15);
 
 /// What is known of `name`. A QEMU whose monitor does not answer within
-/// [`MONITOR_BUSY_WAIT`] is described from its argv instead; nothing hangs.
+/// 15 s is described from its argv instead; nothing hangs.
 pub async fn info(node: &Node, name: &str) -> Result<InstanceInfo, InfoError> {
     state::check_name(name)?;
     let record = node
