@@ -311,10 +311,12 @@ hvparams! {
     vnet_hdr: bool => bool = true, false, Rule::None, Instance;
     /// Our extension, not Ganeti's: confine QEMU with seccomp (`-sandbox on`, denying obsolete calls, privilege elevation, spawning and resource control) when QEMU has it.
     sandbox: bool => bool = true, false, Rule::None, Instance;
+    /// Our extension, not Ganeti's: a lean machine without the legacy devices every Ganeti guest has (the empty floppy drive, the parallel port, the empty IDE CD-ROM, and the UHCI unless USB devices are asked for). Guest-visible: such an instance cannot move to Ganeti's KVM layer unnoticed.
+    lean_machine: bool => bool = false, false, Rule::None, Instance;
 }
 
 /// Parameters of ours, not Ganeti's (at the end of the table).
-pub const EXTENSIONS: &[&str] = &["sandbox"];
+pub const EXTENSIONS: &[&str] = &["sandbox", "lean_machine"];
 
 /// Every KVM hvparam, in Ganeti's order, then our extensions.
 pub fn params() -> &'static [ParamDef] {

@@ -63,8 +63,9 @@ fn table_has_every_ganeti_kvm_hvparam_and_our_extension() {
         .iter()
         .filter(|p| p.is_ganeti())
         .count();
-    assert_eq!((ganeti, hvparam_validation::params().len()), (65, 66));
+    assert_eq!((ganeti, hvparam_validation::params().len()), (65, 67));
     assert_eq!(hvparam_validation::params()[65].name(), "sandbox");
+    assert_eq!(hvparam_validation::params()[66].name(), "lean_machine");
 }
 
 #[test]
@@ -80,7 +81,8 @@ fn table_starts_and_ends_in_ganeti_order() {
             "migration_caps",
             "kvm_pci_reservations",
             "vnet_hdr",
-            "sandbox"
+            "sandbox",
+            "lean_machine"
         ]
     );
 }

@@ -144,7 +144,7 @@ fn params_json_lists_every_hvparam_with_ganetis_default() {
     assert_eq!(out.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let list = v.as_array().expect("array");
-    assert_eq!(list.len(), 66);
+    assert_eq!(list.len(), 67);
     assert_eq!(list.iter().filter(|p| p["ganeti"] == true).count(), 65);
     assert_eq!(list[65]["name"], "sandbox");
     let find = |name: &str| list.iter().find(|p| p["name"] == name).expect(name).clone();

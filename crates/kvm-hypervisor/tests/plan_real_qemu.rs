@@ -146,9 +146,14 @@ fn localise(mut spec: Value, scratch: &Path) -> Value {
 }
 
 /// Plans `fixture`, starts it with `-S`, and returns the status QEMU reports.
-async fn start_paused(fixture: &str) -> String {
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("kvmhv-real-{}-{fixture}", std::process::id())));
+async fn start_paused(fixture: &str) -> Started {
+    // Two tests may start the same fixture at once: a scratch of each call.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let scratch = Scratch(std::env::temp_dir().join(format!(
+        "kvmhv-real-{}-{call}-{fixture}",
+        std::process::id()
+    )));
     let _ = std::fs::remove_dir_all(&scratch.0);
     std::fs::create_dir_all(&scratch.0).expect("scratch");
     let text =
@@ -234,10 +239,12 @@ async fn start_paused(fixture: &str) -> String {
     let status = async {
         let qmp = Handshake::connect(&qmp_path).await?.negotiate().await?;
         let status = qmp.execute_raw("query-status", Value::Null).await?;
+        let layout = guest_layout(&qmp).await?;
         let _ = qmp.execute_raw("quit", Value::Null).await;
-        Ok::<_, kvm_hypervisor::qmp::QmpError>(
-            status["status"].as_str().unwrap_or_default().to_owned(),
-        )
+        Ok::<_, kvm_hypervisor::qmp::QmpError>(Started {
+            status: status["status"].as_str().unwrap_or_default().to_owned(),
+            layout,
+        })
     }
     .await;
     if status.is_err() {
@@ -259,7 +266,7 @@ async fn start_paused(fixture: &str) -> String {
 
 /// Runs `start_paused` in a thread with a network namespace of its own, so
 /// the taps it opens vanish with it.
-fn in_netns(fixture: &'static str) -> String {
+fn in_netns(fixture: &'static str) -> Started {
     std::thread::spawn(move || {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .expect("unshare netns (root needed)");
@@ -273,7 +280,7 @@ fn in_netns(fixture: &'static str) -> String {
     .expect("test thread")
 }
 
-fn on_host(fixture: &'static str) -> String {
+fn on_host(fixture: &'static str) -> Started {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -283,55 +290,253 @@ fn on_host(fixture: &'static str) -> String {
 
 #[test]
 fn defaults_is_accepted() {
-    assert_eq!(in_netns("defaults.json"), "prelaunch");
+    assert_eq!(in_netns("defaults.json").status, "prelaunch");
 }
 
 #[test]
 fn kernel_boot_with_serial_console_is_accepted() {
-    assert_eq!(in_netns("kernel-serial.json"), "prelaunch");
+    assert_eq!(in_netns("kernel-serial.json").status, "prelaunch");
 }
 
 #[test]
 fn cdrom_boot_is_accepted() {
-    assert_eq!(in_netns("cdrom-boot.json"), "prelaunch");
+    assert_eq!(in_netns("cdrom-boot.json").status, "prelaunch");
 }
 
 #[test]
 fn scsi_is_accepted() {
-    assert_eq!(in_netns("scsi.json"), "prelaunch");
+    assert_eq!(in_netns("scsi.json").status, "prelaunch");
 }
 
 #[test]
 fn ide_is_accepted() {
-    assert_eq!(in_netns("ide.json"), "prelaunch");
+    assert_eq!(in_netns("ide.json").status, "prelaunch");
 }
 
 #[test]
 fn many_nics_with_multiqueue_are_accepted() {
-    assert_eq!(in_netns("multiqueue.json"), "prelaunch");
-}
-
-#[test]
-fn vnc_with_tls_and_password_is_accepted() {
-    assert_eq!(on_host("vnc-tls.json"), "prelaunch");
-}
-
-#[test]
-fn spice_is_accepted() {
-    assert_eq!(on_host("spice.json"), "prelaunch");
+    assert_eq!(in_netns("multiqueue.json").status, "prelaunch");
 }
 
 #[test]
 fn security_user_with_chroot_is_accepted() {
-    assert_eq!(in_netns("security-user-chroot.json"), "prelaunch");
+    assert_eq!(in_netns("security-user-chroot.json").status, "prelaunch");
 }
 
 #[test]
 fn security_pool_with_chroot_is_accepted() {
-    assert_eq!(in_netns("security-pool.json"), "prelaunch");
+    assert_eq!(in_netns("security-pool.json").status, "prelaunch");
 }
 
 #[test]
 fn q35_is_accepted() {
-    assert_eq!(in_netns("q35.json"), "prelaunch");
+    assert_eq!(in_netns("q35.json").status, "prelaunch");
+}
+
+/// What a started plan shows the guest.
+struct Started {
+    status: String,
+    layout: Layout,
+}
+
+/// The guest-visible machine: PCI functions (`SS.F vendor:device`) and the
+/// drives, ports and USB devices QOM shows (sorted driver names).
+#[derive(Debug, PartialEq, Eq)]
+struct Layout {
+    pci: Vec<String>,
+    legacy: Vec<String>,
+}
+
+async fn guest_layout(
+    qmp: &kvm_hypervisor::qmp::Client,
+) -> Result<Layout, kvm_hypervisor::qmp::QmpError> {
+    let buses = qmp.execute_raw("query-pci", Value::Null).await?;
+    let mut pci = Vec::new();
+    for bus in buses.as_array().into_iter().flatten() {
+        for d in bus["devices"].as_array().into_iter().flatten() {
+            pci.push(format!(
+                "{:02x}.{} {:04x}:{:04x}",
+                d["slot"].as_u64().unwrap_or(0),
+                d["function"].as_u64().unwrap_or(0),
+                d["id"]["vendor"].as_u64().unwrap_or(0),
+                d["id"]["device"].as_u64().unwrap_or(0)
+            ));
+        }
+    }
+    let qtree = qmp
+        .execute_raw(
+            "human-monitor-command",
+            serde_json::json!({"command-line": "info qtree"}),
+        )
+        .await?;
+    let mut legacy = Vec::new();
+    for line in qtree.as_str().unwrap_or_default().lines() {
+        if let Some(rest) = line.trim().strip_prefix("dev: ") {
+            let driver = rest.split(',').next().unwrap_or_default();
+            let wanted = [
+                "floppy",
+                "ide-cd",
+                "ide-hd",
+                "scsi-cd",
+                "scsi-hd",
+                "isa-parallel",
+                "isa-serial",
+                "usb-tablet",
+                "usb-mouse",
+                "usb-kbd",
+            ];
+            if wanted.contains(&driver) {
+                legacy.push(driver.to_owned());
+            }
+        }
+    }
+    legacy.sort();
+    Ok(Layout { pci, legacy })
+}
+
+// The guest machines Ganeti's argv gives on QEMU 7.2 (reference §3, §5):
+// the PIIX3 functions with the UHCI of `-usb` at 01.2, QEMU's VGA at 02.0,
+// then what QEMU places itself in Ganeti's argv order (sound card, SCSI
+// controller, balloon, virtio-blk CD-ROMs, virtio-serials), then disks and
+// NICs from slot 0xc (an IDE disk takes its slot too); the empty floppy
+// drive, the parallel port and, unless an IDE or SCSI drive is given, the
+// empty IDE CD-ROM of QEMU's defaults.
+
+const PIIX: [&str; 5] = [
+    "00.0 8086:1237",
+    "01.0 8086:7000",
+    "01.1 8086:7010",
+    "01.2 8086:7020",
+    "01.3 8086:7113",
+];
+const STD_VGA: &str = "02.0 1234:1111";
+const BALLOON: &str = "1af4:1002";
+const VIRTIO_BLK: &str = "1af4:1001";
+const VIRTIO_NET: &str = "1af4:1000";
+
+fn pci(extra: &[String]) -> Vec<String> {
+    PIIX.iter()
+        .map(|s| (*s).to_owned())
+        .chain(extra.iter().cloned())
+        .collect()
+}
+
+fn at(slot: &str, id: &str) -> String {
+    format!("{slot} {id}")
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn defaults_have_ganetis_machine() {
+    let l = in_netns("defaults.json").layout;
+    assert_eq!(
+        l.pci,
+        pci(&[
+            STD_VGA.into(),
+            at("03.0", BALLOON),
+            at("0c.0", VIRTIO_BLK),
+            at("0d.0", VIRTIO_NET)
+        ])
+    );
+    assert_eq!(
+        l.legacy,
+        names(&["floppy", "ide-cd", "isa-parallel", "isa-serial"])
+    );
+}
+
+#[test]
+fn virtio_cdroms_follow_the_balloon_as_in_ganetis_machine() {
+    let l = in_netns("cdrom-boot.json").layout;
+    assert_eq!(
+        l.pci,
+        pci(&[
+            STD_VGA.into(),
+            at("03.0", BALLOON),
+            at("04.0", VIRTIO_BLK),
+            at("05.0", VIRTIO_BLK),
+            at("0c.0", VIRTIO_BLK),
+        ])
+    );
+    assert_eq!(
+        l.legacy,
+        names(&["floppy", "ide-cd", "isa-parallel", "isa-serial"])
+    );
+}
+
+#[test]
+fn scsi_controller_precedes_the_balloon_as_in_ganetis_machine() {
+    let l = in_netns("scsi.json").layout;
+    assert_eq!(
+        l.pci,
+        pci(&[STD_VGA.into(), at("03.0", "1af4:1004"), at("04.0", BALLOON)])
+    );
+    // SCSI drives: QEMU adds no default CD-ROM.
+    assert_eq!(
+        l.legacy,
+        names(&[
+            "floppy",
+            "isa-parallel",
+            "isa-serial",
+            "scsi-cd",
+            "scsi-hd",
+            "scsi-hd"
+        ])
+    );
+}
+
+#[test]
+fn an_ide_disk_takes_ganetis_pci_slot_so_the_nic_sits_where_ganetis_does() {
+    let l = in_netns("ide.json").layout;
+    assert_eq!(
+        l.pci,
+        pci(&[STD_VGA.into(), at("03.0", BALLOON), at("0d.0", "8086:100e")])
+    );
+    assert_eq!(
+        l.legacy,
+        names(&["floppy", "ide-hd", "isa-parallel", "isa-serial"])
+    );
+}
+
+#[test]
+fn vnc_with_tls_and_password_is_accepted_with_ganetis_tablet_on_the_uhci() {
+    // One test per fixture that listens on the host: its port is fixed.
+    let started = on_host("vnc-tls.json");
+    assert_eq!(started.status, "prelaunch");
+    let l = started.layout;
+    assert_eq!(l.pci, pci(&[STD_VGA.into(), at("03.0", BALLOON)]));
+    assert_eq!(
+        l.legacy,
+        names(&[
+            "floppy",
+            "ide-cd",
+            "isa-parallel",
+            "isa-serial",
+            "usb-tablet"
+        ])
+    );
+}
+
+#[test]
+fn spice_with_sound_and_the_guest_agent_is_accepted_with_ganetis_machine() {
+    let started = on_host("spice.json");
+    assert_eq!(started.status, "prelaunch");
+    let l = started.layout;
+    assert_eq!(
+        l.pci,
+        pci(&[
+            at("02.0", "1b36:0100"),
+            at("03.0", "8086:2668"),
+            at("04.0", BALLOON),
+            at("05.0", "1af4:1003"),
+            at("06.0", "1af4:1003"),
+        ])
+    );
+    // No tablet with SPICE: Ganeti adds it for VNC only.
+    assert_eq!(
+        l.legacy,
+        names(&["floppy", "ide-cd", "isa-parallel", "isa-serial"])
+    );
 }

@@ -253,3 +253,24 @@ fn a_node_with_enough_memory_needs_no_balloon() {
     );
     assert_eq!(p.post_start, [PostStartStep::Cont]);
 }
+
+#[test]
+fn a_lean_machine_has_none_of_the_legacy_devices() {
+    let mut v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("fixtures/plans/defaults.json")).expect("fixture"),
+    )
+    .expect("json");
+    v["hvparams"]["lean_machine"] = serde_json::json!(true);
+    let spec = InstanceSpec::from_value(&v).expect("valid").spec;
+    let p = plan_start(&spec, &caps(), &RunDir::at("/run/kvm-hypervisor"), &env()).expect("plans");
+    let devices: Vec<&str> = p
+        .argv
+        .windows(2)
+        .filter(|w| w[0] == "-device")
+        .map(|w| w[1].split(',').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        devices,
+        ["virtio-balloon-pci", "virtio-blk-pci", "virtio-net-pci"]
+    );
+}

@@ -51,7 +51,13 @@ pub(super) fn vnc_opts(
         .network_port()
         .ok_or(PlanError::NoNetworkPort("vnc_bind_address"))?;
     let display = i64::from(port) - 5900;
-    let mut o = Opts::new(&host_port(&addr, display));
+    // `0.0.0.0` is Ganeti's `:N`: QEMU then listens on IPv4 and IPv6.
+    let listen = if addr == "0.0.0.0" {
+        format!(":{display}")
+    } else {
+        host_port(&addr, display)
+    };
+    let mut o = Opts::new(&listen);
     if hv.vnc_tls() {
         let obj = if hv.vnc_x509_path().is_empty() {
             Opts::new("tls-creds-anon")

@@ -358,6 +358,10 @@ struct Planner<'a> {
     taps: Vec<TapPlan>,
     disks: Vec<DiskDevice>,
     nics: Vec<NicDevice>,
+    /// `-global` settings.
+    globals: Vec<String>,
+    /// Slots taken for virtio-blk CD-ROMs, in Ganeti's order.
+    cdrom_slots: Vec<(String, PciSlot)>,
     warnings: Vec<String>,
 }
 
@@ -412,6 +416,8 @@ impl<'a> Planner<'a> {
             taps: Vec::new(),
             disks: Vec::new(),
             nics: Vec::new(),
+            globals: Vec::new(),
+            cdrom_slots: Vec::new(),
             warnings,
         })
     }
@@ -546,22 +552,44 @@ impl<'a> Planner<'a> {
             .unwrap_or(DiskType::Ide)
     }
 
+    /// Ganeti's `-usbdevice tablet`: with VNC and no `usb_mouse`.
     fn wants_tablet(&self) -> bool {
         let hv = self.hv;
-        hv.usb_mouse().is_none()
-            && (!hv.vnc_bind_address().is_empty() || !hv.spice_bind().is_empty())
+        hv.usb_mouse().is_none() && !hv.vnc_bind_address().is_empty()
     }
 
     fn spice_agent(&self) -> bool {
         !self.hv.spice_bind().is_empty() && self.hv.spice_use_vdagent()
     }
 
-    /// Devices that are never hot-plugged, on the lowest slots, in a stable
-    /// order: balloon, SCSI controller, USB controller, virtio-serial, VGA.
+    /// Devices that are never hot-plugged, where Ganeti's machine has them.
+    ///
+    /// On i440fx, as Ganeti's argv gives them on the same QEMU: the PIIX3
+    /// UHCI at 01.2 (Ganeti's `-usb`), the VGA at 02.0 (`-vga`, created with
+    /// the machine, as QEMU's default VGA is), then in Ganeti's creation
+    /// order the sound card (QEMU makes it before any `-device`), the SCSI
+    /// controller, the balloon, the SPICE agent's and the guest agent's
+    /// virtio-serial controllers. q35, which Ganeti's argv cannot start,
+    /// keeps the VGA and a qemu-xhci on root slots.
     fn fixed_devices(&mut self) -> Result<(), PlanError> {
         let hv = self.hv;
-        let mut fixed: Vec<(&str, &str)> = vec![("virtio-balloon-pci", "balloon0")];
-        self.need("virtio-balloon-pci", "the balloon")?;
+        let q35 = matches!(self.slots, Slots::Pcie(_));
+        if !q35 {
+            if !hv.lean_machine() || self.needs_usb() {
+                self.need("piix3-usb-uhci", "Ganeti's USB controller")?;
+                let uhci = Opts::new("piix3-usb-uhci")
+                    .set("id", "usb")
+                    .set("bus", "pci.0")
+                    .set("addr", "0x1.0x2");
+                self.inv.devices.push(uhci);
+            }
+            self.inv.vga = self.vga_option().map(str::to_owned);
+            if sound_is_pci(hv.soundhw()) {
+                // QEMU places the card itself, on the lowest free slot.
+                self.slots.fixed("the sound card")?;
+            }
+        }
+        let mut fixed: Vec<(&str, &str)> = Vec::new();
         let has_cdrom = !hv.cdrom_image_path().is_empty() || !hv.cdrom2_image_path().is_empty();
         let scsi_disks = hv.disk_type().is_scsi() && !self.spec.disks().is_empty();
         if scsi_disks || (has_cdrom && self.cdrom_type().is_scsi()) {
@@ -569,18 +597,40 @@ impl<'a> Planner<'a> {
             self.need(ctrl, "scsi_controller_type")?;
             fixed.push((ctrl, "scsi"));
         }
-        if hv.usb_mouse().is_some() || self.wants_tablet() || !hv.usb_device_list().is_empty() {
+        self.need("virtio-balloon-pci", "the balloon")?;
+        fixed.push(("virtio-balloon-pci", "balloon0"));
+        // Ganeti's virtio-blk CD-ROMs come next: QEMU places them as it
+        // meets them, after the balloon and before the virtio-serials.
+        let virtio_cdroms = if q35 || self.cdrom_type() != DiskType::Paravirtual {
+            0
+        } else {
+            [hv.cdrom_image_path(), hv.cdrom2_image_path()]
+                .iter()
+                .filter(|p| !p.is_empty())
+                .count()
+        };
+        if q35 && self.needs_usb() {
             self.need("qemu-xhci", "USB devices")?;
             fixed.push(("qemu-xhci", "usb"));
         }
-        if self.spice_agent() || hv.use_guest_agent() {
-            fixed.push(("virtio-serial-pci", "vserial0"));
+        if self.spice_agent() {
+            fixed.push(("virtio-serial-pci", "spice"));
         }
-        if let Some(vga) = self.vga() {
+        if hv.use_guest_agent() {
+            fixed.push(("virtio-serial-pci", "qga0"));
+        }
+        if q35 && let Some(vga) = self.vga() {
             self.need(vga, "vga")?;
             fixed.push((vga, "video0"));
         }
-        for (driver, id) in fixed {
+        let cdroms_after = fixed.len();
+        for (i, (driver, id)) in fixed.into_iter().enumerate() {
+            if i == cdroms_after
+                - usize::from(self.spice_agent())
+                - usize::from(hv.use_guest_agent())
+            {
+                self.take_cdrom_slots(virtio_cdroms)?;
+            }
             let (bus, slot) = self.slots.fixed(id)?;
             let dev = Opts::new(driver)
                 .set("id", id)
@@ -588,9 +638,29 @@ impl<'a> Planner<'a> {
                 .set("addr", slot.hex());
             self.inv.devices.push(dev);
         }
+        if self.cdrom_slots.len() < virtio_cdroms {
+            self.take_cdrom_slots(virtio_cdroms)?;
+        }
         Ok(())
     }
 
+    /// The slots of `n` virtio-blk CD-ROMs, taken once.
+    fn take_cdrom_slots(&mut self, n: usize) -> Result<(), PlanError> {
+        while self.cdrom_slots.len() < n {
+            let taken = self.slots.fixed("a CD-ROM")?;
+            self.cdrom_slots.push(taken);
+        }
+        Ok(())
+    }
+
+    /// Whether a USB device is asked for (the mouse, the VNC tablet,
+    /// `usb_devices`).
+    fn needs_usb(&self) -> bool {
+        let hv = self.hv;
+        hv.usb_mouse().is_some() || self.wants_tablet() || !hv.usb_device_list().is_empty()
+    }
+
+    /// The VGA device on q35 (a `-device`).
     fn vga(&self) -> Option<&'a str> {
         let hv = self.hv;
         let (vnc, spice) = (hv.vnc_bind_address(), hv.spice_bind());
@@ -605,6 +675,18 @@ impl<'a> Planner<'a> {
             ("vmware", _, _) => Some("vmware-svga"),
             ("none", _, _) => None,
             (other, _, _) => Some(other),
+        }
+    }
+
+    /// The `-vga` of Ganeti's machine on i440fx: `vga` as given, else `qxl`
+    /// with SPICE, else QEMU's default (`std`), which every Ganeti guest has.
+    fn vga_option(&self) -> Option<&'a str> {
+        let hv = self.hv;
+        match hv.vga() {
+            "" if !hv.spice_bind().is_empty() => Some("qxl"),
+            "" => Some("std"),
+            "none" => None,
+            other => Some(other),
         }
     }
 
@@ -623,16 +705,18 @@ impl<'a> Planner<'a> {
                     .set("id", "spicechannel0")
                     .set("name", "vdagent"),
             );
-            self.inv
-                .devices
-                .push(serial_port("spicechannel0", "com.redhat.spice.0"));
+            self.inv.devices.push(serial_port(
+                "spice.0",
+                "spicechannel0",
+                "com.redhat.spice.0",
+            ));
         }
         if hv.use_guest_agent() {
             let qga = self.socket("qga0", Socket::GuestAgent);
             self.inv.chardevs.push(qga);
             self.inv
                 .devices
-                .push(serial_port("qga0", "org.qemu.guest_agent.0"));
+                .push(serial_port("qga0.0", "qga0", "org.qemu.guest_agent.0"));
         }
         Ok(())
     }
@@ -668,7 +752,21 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// CD-ROMs and the floppy.
+    /// Whether QEMU would add its default CD-ROM to Ganeti's argv: only
+    /// when that has no `ide-hd`, `ide-cd`, `scsi-hd` or `scsi-cd` device.
+    fn default_cdrom(&self) -> bool {
+        let hv = self.hv;
+        let cdroms = !hv.cdrom_image_path().is_empty() || !hv.cdrom2_image_path().is_empty();
+        let cdrom_blocks = cdroms && self.cdrom_type() != DiskType::Paravirtual;
+        let disk_blocks = !self.spec.disks().is_empty()
+            && matches!(
+                hv.disk_type(),
+                DiskType::Ide | DiskType::ScsiHd | DiskType::ScsiCd
+            );
+        !cdrom_blocks && !disk_blocks
+    }
+
+    /// CD-ROMs and the floppy, and QEMU's default legacy devices.
     fn removable_media(&mut self) -> Result<(), PlanError> {
         let hv = self.hv;
         let cdroms = [
@@ -684,15 +782,43 @@ impl<'a> Planner<'a> {
                 self.cdrom(node, path, bootable)?;
             }
         }
+        let q35 = matches!(self.slots, Slots::Pcie(_));
+        let legacy = !q35 && !hv.lean_machine();
         if !hv.floppy_image_path().is_empty() {
             self.need("floppy", "floppy_image_path")?;
             let node = json!({"driver": "raw", "node-name": "floppy1", "file": {"driver": "file", "filename": hv.floppy_image_path()}});
             self.inv.blockdevs.push(blockdev(node, "floppy1")?);
-            let mut dev = Opts::new("floppy").set("drive", "floppy1");
-            if self.boots_from(BootOrder::Floppy) {
-                dev.push("bootindex", 1u8);
-            }
-            self.inv.devices.push(dev);
+            self.inv
+                .devices
+                .push(Opts::new("floppy").set("drive", "floppy1"));
+        } else if legacy {
+            // QEMU's default empty floppy drive, as every Ganeti guest has.
+            self.inv
+                .devices
+                .push(Opts::new("floppy").set("id", "floppy0").set("unit", 0u8));
+        }
+        if self.boots_from(BootOrder::Floppy) && !hv.floppy_image_path().is_empty() {
+            // QEMU 7.2 refuses a bootindex on the floppy device itself.
+            self.globals.push("isa-fdc.bootindexA=1".into());
+        }
+        if legacy && self.default_cdrom() {
+            // QEMU's default empty CD-ROM (ide1-cd0): Ganeti's guest has it
+            // unless its argv has an IDE or SCSI disk or CD-ROM device.
+            self.inv.devices.push(
+                Opts::new("ide-cd")
+                    .set("id", "ide1-cd0")
+                    .set("bus", "ide.1")
+                    .set("unit", 0u8),
+            );
+        }
+        if legacy {
+            // QEMU's default parallel port.
+            self.inv
+                .chardevs
+                .push(Opts::new("null").set("id", "parallel0"));
+            self.inv
+                .devices
+                .push(Opts::new("isa-parallel").set("chardev", "parallel0"));
         }
         Ok(())
     }
@@ -709,6 +835,11 @@ impl<'a> Planner<'a> {
         let node_json = json!({"driver": "raw", "node-name": node, "read-only": true, "cache": {"direct": false, "no-flush": true}, "file": file});
         self.inv.blockdevs.push(blockdev(node_json, node)?);
         let mut dev = match self.cdrom_type() {
+            DiskType::Paravirtual if !self.cdrom_slots.is_empty() => {
+                let (bus, slot) = self.cdrom_slots.remove(0);
+                let p = Placement::Pci { bus, slot };
+                placed(Opts::new("virtio-blk-pci").set("id", node), &p)
+            }
             DiskType::Paravirtual => {
                 let (p, port) = self.slots.hotpluggable(node)?;
                 self.inv.devices.extend(port);
@@ -749,6 +880,11 @@ impl<'a> Planner<'a> {
             let placement = if disk_type.is_scsi() {
                 scsi_placement(&mut self.scsi, &what)?
             } else if disk_type == DiskType::Ide {
+                // Ganeti allocates a PCI slot to an IDE disk too (and then
+                // leaves it empty): later disks and NICs sit where its do.
+                if let Slots::Pci(pci) = &mut self.slots {
+                    pci.take().map_err(no_slot(&what))?;
+                }
                 Placement::Auto
             } else {
                 self.hotpluggable(&what)?
@@ -879,7 +1015,12 @@ impl<'a> Planner<'a> {
     }
 
     fn finish(mut self) -> Result<LaunchPlan, PlanError> {
-        self.inv.extra = self.hv.kvm_extra_args().ok_or(PlanError::KvmExtra)?;
+        let kvm_extra = self.hv.kvm_extra_args().ok_or(PlanError::KvmExtra)?;
+        let globals = self
+            .globals
+            .iter()
+            .flat_map(|g| ["-global".to_owned(), g.clone()]);
+        self.inv.extra = globals.chain(kvm_extra).collect();
         let argv = self.inv.render(&self.caps.features());
         let post_start = self.post_start();
         Ok(LaunchPlan {
@@ -898,9 +1039,17 @@ impl<'a> Planner<'a> {
     }
 }
 
-fn serial_port(chardev: &str, name: &str) -> Opts {
+/// Whether `soundhw` names a PCI sound card (ISA ones take no slot).
+fn sound_is_pci(soundhw: &str) -> bool {
+    matches!(
+        soundhw,
+        "hda" | "intel-hda" | "ac97" | "AC97" | "es1370" | "ES1370"
+    )
+}
+
+fn serial_port(bus: &str, chardev: &str, name: &str) -> Opts {
     Opts::new("virtserialport")
-        .set("bus", "vserial0.0")
+        .set("bus", bus)
         .set("chardev", chardev)
         .set("name", name)
 }
