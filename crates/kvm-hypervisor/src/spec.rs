@@ -141,6 +141,7 @@ pub struct DiskSpec {
     source: DiskSource,
     mode: DiskMode,
     size_mib: Option<u64>,
+    dev_type: &'static str,
 }
 
 impl DiskSpec {
@@ -163,6 +164,21 @@ impl DiskSpec {
     /// Its size in MiB, when given.
     pub fn size_mib(&self) -> Option<u64> {
         self.size_mib
+    }
+
+    /// Ganeti's disk template (`plain` when not given).
+    pub fn dev_type(&self) -> &'static str {
+        self.dev_type
+    }
+
+    /// Whether the disk lives on storage other nodes see at the same time
+    /// (Ganeti's `DTS_EXT_MIRROR` without `rbd`): Ganeti forces its cache
+    /// to `none` so a migration cannot corrupt it.
+    pub fn shared_storage(&self) -> bool {
+        matches!(
+            self.dev_type,
+            "blockdev" | "ext" | "sharedfile" | "gluster" | "diskless"
+        )
     }
 }
 
@@ -565,7 +581,22 @@ const TOP_FIELDS: &[&str] = &[
     "disks",
     "nics",
 ];
-const DISK_FIELDS: &[&str] = &["uuid", "name", "path", "uri", "access", "mode", "size"];
+const DISK_FIELDS: &[&str] = &[
+    "uuid", "name", "path", "uri", "access", "mode", "size", "dev_type",
+];
+
+/// Ganeti's disk templates (`dev_type`).
+pub const DEV_TYPES: &[&str] = &[
+    "plain",
+    "drbd",
+    "file",
+    "sharedfile",
+    "blockdev",
+    "rbd",
+    "ext",
+    "gluster",
+    "diskless",
+];
 const NIC_FIELDS: &[&str] = &["uuid", "mac", "name", "mode", "link", "vlan", "ip"];
 
 fn describe(v: &Json) -> String {
@@ -884,6 +915,16 @@ impl Cx {
         let size_mib = self
             .int(&join(field, "size"), obj.get("size"), false, 1, i64::MAX)
             .map(|s| s as u64);
+        let dev_types: Vec<(&'static str, &'static str)> =
+            DEV_TYPES.iter().map(|t| (*t, *t)).collect();
+        let dev_type = self
+            .choice(
+                &join(field, "dev_type"),
+                obj.get("dev_type"),
+                &dev_types,
+                DEV_TYPES,
+            )
+            .unwrap_or("plain");
         let source = match (path, uri) {
             (Some(p), None) => {
                 if access == Some("userspace") {
@@ -938,6 +979,7 @@ impl Cx {
             source,
             mode,
             size_mib,
+            dev_type,
         })
     }
 

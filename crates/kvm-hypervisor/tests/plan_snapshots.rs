@@ -274,3 +274,41 @@ fn a_lean_machine_has_none_of_the_legacy_devices() {
         ["virtio-balloon-pci", "virtio-blk-pci", "virtio-net-pci"]
     );
 }
+
+#[test]
+fn shared_storage_gets_cache_none_whatever_disk_cache_says() {
+    let mut v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("fixtures/plans/defaults.json")).expect("fixture"),
+    )
+    .expect("json");
+    v["hvparams"]["disk_cache"] = serde_json::json!("writeback");
+    v["disks"][0]["dev_type"] = serde_json::json!("sharedfile");
+    let spec = InstanceSpec::from_value(&v).expect("valid").spec;
+    let p = plan_start(&spec, &caps(), &RunDir::at("/run/kvm-hypervisor"), &env()).expect("plans");
+    let blockdev = p
+        .argv
+        .windows(2)
+        .find(|w| w[0] == "-blockdev" && w[1].contains("node-name=disk-"))
+        .map(|w| w[1].clone())
+        .expect("disk blockdev");
+    assert!(
+        blockdev.contains(",cache.direct=on,cache.no-flush=off,"),
+        "{blockdev}"
+    );
+    assert!(p.warnings.contains(&"disks[0]: disk_cache writeback overridden with none on sharedfile storage, to prevent shared storage corruption on migration (as Ganeti)".to_owned()), "{:?}", p.warnings);
+    assert_eq!(
+        p.disks[0].record().extra.get("dev_type"),
+        Some(&serde_json::json!("sharedfile"))
+    );
+}
+
+#[test]
+fn an_unknown_dev_type_is_refused() {
+    let mut v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("fixtures/plans/defaults.json")).expect("fixture"),
+    )
+    .expect("json");
+    v["disks"][0]["dev_type"] = serde_json::json!("floppy");
+    let err = InstanceSpec::from_value(&v).unwrap_err();
+    assert!(err.to_string().starts_with("disks[0].dev_type: "), "{err}");
+}

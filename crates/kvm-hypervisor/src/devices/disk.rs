@@ -39,6 +39,16 @@ pub struct DiskDevice {
     record: DiskRecord,
 }
 
+/// The cache a disk gets: `disk_cache`, except on shared storage, where
+/// Ganeti forces `none` so a migration cannot corrupt the disk.
+pub fn effective_cache(disk: &DiskSpec, hv: &HvParams) -> DiskCache {
+    if disk.shared_storage() {
+        DiskCache::None
+    } else {
+        hv.disk_cache()
+    }
+}
+
 /// `(device write-cache, cache.direct, cache.no-flush)` of a `disk_cache`.
 fn cache_settings(cache: DiskCache) -> (bool, bool, bool) {
     match cache {
@@ -60,7 +70,7 @@ impl DiskDevice {
         block_devices: &[PathBuf],
         boot: bool,
     ) -> Result<DiskDevice, DeviceError> {
-        let (write_cache, direct, no_flush) = cache_settings(hv.disk_cache());
+        let (write_cache, direct, no_flush) = cache_settings(effective_cache(disk, hv));
         let read_only = disk.mode() == DiskMode::Ro;
         let (file, open) = match disk.source() {
             DiskSource::Path(p) => {
@@ -120,7 +130,7 @@ impl DiskDevice {
                 DiskSource::Path(_) => None,
             },
             hvinfo: state_hvinfo(&device.hvinfo()),
-            extra: Map::new(),
+            extra: dev_type_extra(disk),
         };
         Ok(DiskDevice {
             device,
@@ -185,4 +195,14 @@ fn file_node(hv: &HvParams, path: &Path, block_device: bool, direct: bool) -> (J
         }
     }
     (f, o_direct)
+}
+
+/// Ganeti's runtime keeps each disk's `dev_type`; ours does when it is not
+/// the default.
+fn dev_type_extra(disk: &DiskSpec) -> Map<String, Json> {
+    let mut extra = Map::new();
+    if disk.dev_type() != "plain" {
+        extra.insert("dev_type".into(), json!(disk.dev_type()));
+    }
+    extra
 }

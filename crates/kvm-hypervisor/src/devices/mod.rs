@@ -24,7 +24,7 @@ use qemu_cmdline::{OptValue, Opts};
 use qmp_protocol::DeviceAdd;
 use serde_json::Value as Json;
 
-pub use disk::{DiskDevice, OpenDisk, disk_driver};
+pub use disk::{DiskDevice, OpenDisk, disk_driver, effective_cache};
 pub use nic::{NicDevice, nic_config, nic_config_of};
 
 /// How a device reaches the guest.

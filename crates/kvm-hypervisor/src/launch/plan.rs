@@ -889,6 +889,14 @@ impl<'a> Planner<'a> {
             } else {
                 self.hotpluggable(&what)?
             };
+            let cache = crate::devices::effective_cache(d, hv);
+            if cache != hv.disk_cache() {
+                self.warnings.push(format!(
+                    "disks[{i}]: disk_cache {} overridden with none on {} storage, to prevent shared storage corruption on migration (as Ganeti)",
+                    hv.disk_cache().as_str(),
+                    d.dev_type()
+                ));
+            }
             let boot = i == 0 && self.boots_from(BootOrder::Disk);
             let disk = DiskDevice::new(d, hv, id, placement, &self.env.block_devices, boot)?;
             self.inv.blockdevs.push(disk.blockdev()?);

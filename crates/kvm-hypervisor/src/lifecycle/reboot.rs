@@ -53,6 +53,11 @@ pub fn spec_from_record(r: &RuntimeRecord) -> Result<InstanceSpec, crate::spec::
             if let Some(s) = d.size {
                 j["size"] = json!(s);
             }
+            if let Some(t) = d.extra.get("dev_type").and_then(Json::as_str)
+                && crate::spec::DEV_TYPES.contains(&t)
+            {
+                j["dev_type"] = json!(t);
+            }
             match (&d.path, &d.uri) {
                 (_, Some(u)) => j["uri"] = json!(u),
                 (Some(p), None) => j["path"] = json!(p),
