@@ -127,10 +127,9 @@ pub fn fuzz(name: &str, seeds: &[Vec<u8>], check: impl Fn(&[u8])) -> Report {
     };
     let mut findings = Vec::new();
     let started = Instant::now();
-    // Silence the default hook's message for each caught panic; findings
-    // are reported once, at the end.
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    // Caught panics of this thread say nothing (findings are reported once,
+    // at the end); other threads' panics still print as usual.
+    quiet_panics_here(true);
     for i in 0..iterations {
         let input = if (i as usize) < pool.len() {
             pool[i as usize].clone()
@@ -152,7 +151,7 @@ pub fn fuzz(name: &str, seeds: &[Vec<u8>], check: impl Fn(&[u8])) -> Report {
             pool.push(input);
         }
     }
-    std::panic::set_hook(hook);
+    quiet_panics_here(false);
     eprintln!(
         "fuzz {name}: {} executions, {} crashes, {} hangs in {:.1} s",
         report.executions,
@@ -167,6 +166,25 @@ pub fn fuzz(name: &str, seeds: &[Vec<u8>], check: impl Fn(&[u8])) -> Report {
         report.hangs
     );
     report
+}
+
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Silences panic messages of the calling thread while `on`; installs, once,
+/// a hook that defers to the previous one for every other thread.
+fn quiet_panics_here(on: bool) {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(on));
 }
 
 fn mutate(rng: &mut Rng, pool: &[Vec<u8>]) -> Vec<u8> {

@@ -185,7 +185,15 @@ async fn power_down(
     // waiting for it is part of the stop's own deadline.
     let qmp = connect(&node.run.socket(name, Socket::Qmp), timeout).await?;
     let mut shutdown = qmp.listen(EventFilter::new("SHUTDOWN"));
-    qmp.execute(qmp_protocol::SystemPowerdown).await?;
+    match qmp.execute(qmp_protocol::SystemPowerdown).await {
+        Ok(()) => {}
+        // QEMU went away under us (killed meanwhile): it is exiting, and
+        // not by the guest's hand.
+        Err(qmp_protocol::QmpError::Disconnected { .. }) if exit.wait(timeout).await => {
+            return Ok(Some(Ending::Exited));
+        }
+        Err(e) => return Err(e),
+    }
     crate::instance::fault_point("powerdown", Some(exit.pid()));
     if !exit.wait(timeout).await {
         return Ok(None);
