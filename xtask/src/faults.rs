@@ -171,6 +171,14 @@ fn run_case(lab: &Lab, case: &Case, name: &str, i: usize) -> Result<String> {
     if killed && case.op == "start" && case.step != "record" && case.step != "nic-up" {
         let _ = lab.kvmh(&["qmp", "--instance", name, "query-status"]);
     }
+    // A killed QEMU dies a moment after the signal: wait for that (on a
+    // pidfd), not for a time, before asking `info`.
+    if case.fault == "kill-qemu"
+        && let Ok(pid) = std::fs::read_to_string(lab.dir.join("run/pid").join(name))
+        && let Ok(pid) = pid.trim().parse::<i64>()
+    {
+        crate::e2e::wait_gone(pid)?;
+    }
     let said = truth_of(lab, name)?;
     match (case.truth, said.as_deref()) {
         (Truth::State(want), Some(got)) if want == got => {}
