@@ -49,7 +49,7 @@ tasks:
   bench hotplug
          `kvm-hypervisor hotplug add-disk` / `del-disk` against the raw QMP
          floor (same commands, same DEVICE_DELETED wait), 15 interleaved
-         pairs on one running TCG guest
+         pairs on one running TCG guest (KVMH_BENCH_LEAN=1: a lean machine)
   fuzz [EXECUTIONS]
          every parser of outside input (QMP lines, runtime files, instance
          specs in JSON and TOML, hvparams, CPU masks, storage URIs, QEMU help
@@ -668,6 +668,10 @@ fn bench_hotplug() -> Result<()> {
     std::fs::File::create(&disk)?.set_len(64 << 20)?;
     let mut spec = demo_spec(&g, &disk);
     spec["name"] = serde_json::json!("benchhp1");
+    // KVMH_BENCH_LEAN=1: a lean machine (no UHCI polling under TCG).
+    if std::env::var_os("KVMH_BENCH_LEAN").is_some() {
+        spec["hvparams"]["lean_machine"] = serde_json::json!(true);
+    }
     let path = dir.join("benchhp1.json");
     std::fs::write(&path, serde_json::to_string_pretty(&spec)?)?;
     bench_hotplug::bench_hotplug(
