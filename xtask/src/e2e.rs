@@ -156,6 +156,16 @@ pub(crate) struct Console {
 }
 
 impl Console {
+    /// The serial console at `socket`, attached without waiting for anything.
+    pub(crate) fn attach(socket: &Path) -> Result<Console> {
+        let stream = UnixStream::connect(socket)?;
+        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+        Ok(Console {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+        })
+    }
+
     /// Reads lines until one contains `marker` (120 s without output fails).
     pub(crate) fn until(&mut self, marker: &str) -> Result<Vec<String>> {
         let mut seen = Vec::new();
@@ -550,6 +560,7 @@ pub(crate) fn e2e(guest: Guest, bin: PathBuf, accel: &'static str) -> Result<()>
         "files left after parallel stop"
     );
     crate::e2e_hotplug::scenarios(&lab)?;
+    crate::e2e_migration::scenarios(&lab)?;
     println!("e2e: all scenarios passed ({accel})");
     Ok(())
 }

@@ -12,6 +12,7 @@ mod bench_hotplug;
 mod bench_start;
 mod e2e;
 mod e2e_hotplug;
+mod e2e_migration;
 mod faults;
 mod load;
 mod timing;

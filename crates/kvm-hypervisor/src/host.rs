@@ -176,6 +176,8 @@ pub fn plan_env(
         spice_cert_dir: None,
         available_memory_mib: crate::node::meminfo("MemAvailable"),
         mode: crate::launch::plan::StartMode::Fresh,
+        placements: BTreeMap::new(),
+        hot_plugged_nics: Default::default(),
     }
 }
 

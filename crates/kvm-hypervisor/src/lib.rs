@@ -28,7 +28,7 @@ pub mod hotplug;
 mod instance;
 mod launch;
 mod lifecycle;
-mod migration;
+pub mod migration;
 pub mod monitor;
 pub mod node;
 mod outcome;

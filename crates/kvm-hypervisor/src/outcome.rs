@@ -9,6 +9,7 @@ use crate::instance::OpenError;
 use crate::launch::StartError;
 use crate::launch::plan::PlanError;
 use crate::lifecycle::{BalloonError, InfoError, RebootError, StopError};
+use crate::migration::MigrationError;
 use crate::spec::SpecError;
 use crate::state::{StateError, UidPoolError};
 
@@ -68,6 +69,7 @@ fn classify_one(e: &(dyn Error + 'static)) -> Option<ErrorKind> {
         };
     }
     try_types!(
+        MigrationError,
         StartError,
         StopError,
         InfoError,
@@ -207,6 +209,19 @@ impl Classify for HotplugError {
             | HotplugError::WouldShrink { .. }
             | HotplugError::IpTaken { .. } => ErrorKind::InvalidInput,
             HotplugError::RemovalPending { .. } => ErrorKind::Busy,
+            _ => ErrorKind::Failed,
+        }
+    }
+}
+
+impl Classify for MigrationError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            MigrationError::State(e) => e.kind(),
+            MigrationError::Instance(e) => e.kind(),
+            MigrationError::Start(e) => e.kind(),
+            MigrationError::Stop(e) => e.kind(),
+            MigrationError::BadRecord { .. } => ErrorKind::InvalidInput,
             _ => ErrorKind::Failed,
         }
     }

@@ -5,6 +5,7 @@ mod cleanup;
 mod console;
 mod hotplug;
 mod info;
+mod migration;
 mod monitor;
 mod node_info;
 mod params;
@@ -78,6 +79,22 @@ pub(crate) enum Command {
     Hotplug(hotplug::Args),
     /// Resize a disk of a running instance (`block_resize`).
     ResizeDisk(resize_disk::Args),
+    /// Live migration, source: the runtime record the target needs.
+    MigrationInfo(migration::InfoArgs),
+    /// Live migration, target: start the incoming instance and listen.
+    Accept(migration::AcceptArgs),
+    /// Live migration, source: start migrating to a target that accepts.
+    Migrate(migration::MigrateArgs),
+    /// Live migration: where it stands (JSON).
+    MigrationStatus(migration::StatusArgs),
+    /// Live migration, source: cancel; the guest goes on here.
+    MigrateCancel(migration::CancelArgs),
+    /// Live migration, source: after success stop and clean up here; after
+    /// a failure let the guest go on.
+    FinalizeSource(migration::FinalizeArgs),
+    /// Live migration, target: after success the guest runs here; after a
+    /// failure stop and clean up the incoming instance.
+    FinalizeTarget(migration::FinalizeArgs),
 }
 
 impl Command {
@@ -103,6 +120,13 @@ impl Command {
             Command::Runtime(a) => a.run(g),
             Command::Hotplug(a) => a.run(g),
             Command::ResizeDisk(a) => a.run(g),
+            Command::MigrationInfo(a) => a.run(g),
+            Command::Accept(a) => a.run(g),
+            Command::Migrate(a) => a.run(g),
+            Command::MigrationStatus(a) => a.run(g),
+            Command::MigrateCancel(a) => a.run(g),
+            Command::FinalizeSource(a) => a.run(g, true),
+            Command::FinalizeTarget(a) => a.run(g, false),
         }
     }
 }

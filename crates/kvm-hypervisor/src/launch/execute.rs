@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use qmp_protocol::{Balloon, Client, Cont, QueryCpusFast, SetPassword};
+use qmp_protocol::{
+    Balloon, Client, Cont, MigrateIncoming, MigrateSetCapabilities, QueryCpusFast, SetPassword,
+};
 use serde_json::{Map, Value as Json};
 
 use super::plan::{LaunchPlan, PostStartStep};
@@ -258,6 +260,12 @@ pub(crate) async fn post_start(
                 at("balloon", qmp.execute(Balloon::bytes(bytes)).await)?;
             }
             PostStartStep::Cont => at("cont", qmp.execute(Cont).await)?,
+            PostStartStep::MigrateIncoming { uri } => {
+                let events = MigrateSetCapabilities::new([("events", true)]);
+                at("migrate-incoming", qmp.execute(events).await)?;
+                let listen = MigrateIncoming { uri: uri.clone() };
+                at("migrate-incoming", qmp.execute(listen).await)?;
+            }
             #[allow(unreachable_patterns)]
             _ => {}
         }

@@ -147,9 +147,35 @@ pub async fn start(
     spec: &InstanceSpec,
     opts: StartOptions,
 ) -> Result<Started, StartError> {
+    let how = How {
+        mode: if opts.paused {
+            StartMode::Paused
+        } else {
+            StartMode::Fresh
+        },
+        ..How::default()
+    };
+    start_with(node, spec, how).await
+}
+
+/// How a start is asked for, beyond the spec: its mode and the placements
+/// and hot-plugged NICs an incoming migration keeps.
+#[derive(Debug, Default)]
+pub(crate) struct How {
+    pub(crate) mode: StartMode,
+    pub(crate) placements: std::collections::BTreeMap<String, device_slots::Placement>,
+    pub(crate) hot_plugged_nics: std::collections::BTreeSet<String>,
+}
+
+/// [`start`] as `how` asks.
+pub(crate) async fn start_with(
+    node: &Node,
+    spec: &InstanceSpec,
+    how: How,
+) -> Result<Started, StartError> {
     let name = spec.name().as_str();
     let lock = node.run.lock(name, LockWait::No)?;
-    let result = start_locked(node, spec, opts).await;
+    let result = start_locked(node, spec, how).await;
     // A start that failed before anything existed leaves not even its lock
     // file (removed while held; a waiter notices and retries on a new one).
     let nothing_there = !node.run.runtime_file(name).exists() && !node.run.pid_file(name).exists();
@@ -160,11 +186,7 @@ pub async fn start(
     result
 }
 
-async fn start_locked(
-    node: &Node,
-    spec: &InstanceSpec,
-    opts: StartOptions,
-) -> Result<Started, StartError> {
+async fn start_locked(node: &Node, spec: &InstanceSpec, how: How) -> Result<Started, StartError> {
     let name = spec.name().as_str();
     if let Liveness::Running { pid, .. } = state::liveness(&node.run, name) {
         return Err(StartError::AlreadyRunning {
@@ -172,7 +194,7 @@ async fn start_locked(
             pid,
         });
     }
-    let (plan, mut rb) = prepare(node, spec, opts).await?;
+    let (plan, mut rb) = prepare(node, spec, how).await?;
     let log = node.run.qemu_log(name);
     match execute(node, spec, &plan, &mut rb, &log).await {
         Ok(pid) => {
@@ -182,7 +204,7 @@ async fn start_locked(
                 pid,
                 machine: plan.machine.clone(),
                 accel: format!("{:?}", plan.accel).to_lowercase(),
-                paused: plan.mode == StartMode::Paused,
+                paused: plan.mode != StartMode::Fresh,
                 balloon_mib: plan.post_start.iter().find_map(|s| match s {
                     plan::PostStartStep::Balloon { mib } => Some(*mib),
                     _ => None,
@@ -270,16 +292,14 @@ pub(crate) async fn check_startable(node: &Node, spec: &InstanceSpec) -> Result<
 async fn prepare(
     node: &Node,
     spec: &InstanceSpec,
-    opts: StartOptions,
+    how: How,
 ) -> Result<(plan::LaunchPlan, Rollback), StartError> {
     let name = spec.name().as_str();
     let mut clock = StepClock::start("start");
     let (caps, mut env) = check(node, spec, &mut clock).await?;
-    env.mode = if opts.paused {
-        StartMode::Paused
-    } else {
-        StartMode::Fresh
-    };
+    env.mode = how.mode;
+    env.placements = how.placements;
+    env.hot_plugged_nics = how.hot_plugged_nics;
     let mut rb = Rollback::default();
     if spec.hvparams().security_model() == crate::hvparams::SecurityModel::Pool {
         env.pool_user = Some(allocate_uid(node, name)?);

@@ -38,7 +38,7 @@ use crate::state::{RunDir, Socket};
 pub const FIRST_PASSED_FD: i32 = 3;
 
 /// How QEMU starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum StartMode {
     /// A fresh boot: the guest runs once the post-start steps are done.
@@ -46,6 +46,13 @@ pub enum StartMode {
     Fresh,
     /// A fresh boot left paused (no `cont`).
     Paused,
+    /// The target of a live migration: QEMU waits (`-incoming defer`) and
+    /// listens on `uri` (`tcp:ADDR:PORT`) once set up; the guest runs when
+    /// the migration completes.
+    Incoming {
+        /// Where to listen.
+        uri: String,
+    },
 }
 
 /// What the host is, for planning; gathered by the caller.
@@ -70,6 +77,13 @@ pub struct PlanEnv {
     pub available_memory_mib: Option<u64>,
     /// How QEMU starts.
     pub mode: StartMode,
+    /// Placements to keep, by disk or NIC UUID: an incoming migration
+    /// rebuilds each device (hot-plugged ones included) where the source
+    /// has it.
+    pub placements: BTreeMap<String, Placement>,
+    /// NICs that were hot-plugged (by UUID): rebuilt as such (without an
+    /// option ROM under chroot), as the source has them.
+    pub hot_plugged_nics: std::collections::BTreeSet<String>,
 }
 
 /// A Unix socket we bind and listen on before QEMU starts, passed as `fd`:
@@ -123,6 +137,11 @@ pub enum PostStartStep {
     },
     /// Let the guest run.
     Cont,
+    /// Turn QMP migration events on and listen for the incoming migration.
+    MigrateIncoming {
+        /// Where to listen.
+        uri: String,
+    },
 }
 
 impl PostStartStep {
@@ -133,6 +152,7 @@ impl PostStartStep {
             PostStartStep::PinCpus { .. } => "pinning",
             PostStartStep::Balloon { .. } => "balloon",
             PostStartStep::Cont => "cont",
+            PostStartStep::MigrateIncoming { .. } => "migrate-incoming",
         }
     }
 }
@@ -463,7 +483,10 @@ impl<'a> Planner<'a> {
         inv.memory_mib = self.spec.memory();
         inv.mem_path = (!hv.mem_path().is_empty()).then(|| PathBuf::from(hv.mem_path()));
         inv.pidfile = Some(self.run.pid_file(self.name));
-        inv.paused = true;
+        // An incoming QEMU runs the guest once the migration completes.
+        let incoming = matches!(self.env.mode, StartMode::Incoming { .. });
+        inv.paused = !incoming;
+        inv.incoming = incoming.then(|| "defer".to_owned());
         inv.acpi = hv.acpi();
         inv.no_reboot = hv.reboot_behavior() == RebootBehavior::Exit;
         inv.sandbox = hv.sandbox();
@@ -869,6 +892,16 @@ impl<'a> Planner<'a> {
                 pci.mark_used(s);
             }
         }
+        // Slots kept from a source are taken before any is handed out.
+        for p in self.env.placements.values() {
+            match (p, &mut self.slots) {
+                (Placement::Pci { bus, slot }, Slots::Pci(pci)) if bus == pci.bus() => {
+                    pci.mark_used(*slot);
+                }
+                (Placement::Scsi { target, .. }, _) => self.scsi.mark_used(*target),
+                _ => {}
+            }
+        }
         let disk_type = hv.disk_type();
         if !self.spec.disks().is_empty() {
             self.need(disk_driver(disk_type), "disk_type")?;
@@ -877,7 +910,9 @@ impl<'a> Planner<'a> {
             let uuid = d.uuid().to_string();
             let what = format!("disk {i} ({uuid})");
             let id = device_id(DeviceKind::Disk, &uuid, &what)?;
-            let placement = if disk_type.is_scsi() {
+            let placement = if let Some(p) = self.pinned(&uuid) {
+                p
+            } else if disk_type.is_scsi() {
                 scsi_placement(&mut self.scsi, &what)?
             } else if disk_type == DiskType::Ide {
                 // Ganeti allocates a PCI slot to an IDE disk too (and then
@@ -906,6 +941,11 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
+    /// The placement a source gave this device, to keep.
+    fn pinned(&self, uuid: &str) -> Option<Placement> {
+        self.env.placements.get(uuid).cloned()
+    }
+
     /// A hot-pluggable placement; on q35 its root port joins the argv first.
     fn hotpluggable(&mut self, what: &str) -> Result<Placement, PlanError> {
         let (placement, port) = self.slots.hotpluggable(what)?;
@@ -930,14 +970,21 @@ impl<'a> Planner<'a> {
             let uuid = n.uuid().to_string();
             let what = format!("NIC {i} ({uuid})");
             let id = device_id(DeviceKind::Nic, &uuid, &what)?;
-            let placement = if nic_type.is_pci() {
+            let placement = if let Some(p) = self.pinned(&uuid) {
+                p
+            } else if nic_type.is_pci() {
                 self.hotpluggable(&what)?
             } else {
                 Placement::Auto
             };
             let boot = i == 0 && self.boots_from(BootOrder::Network);
             let vhost = self.env.vhost_net;
-            let nic = NicDevice::new(self.name, i, n, hv, id, placement, vhost, Plug::Cold, boot)?;
+            let plug = if self.env.hot_plugged_nics.contains(&uuid) {
+                Plug::Hot
+            } else {
+                Plug::Cold
+            };
+            let nic = NicDevice::new(self.name, i, n, hv, id, placement, vhost, plug, boot)?;
             let fds = self.fds(nic.queues());
             let vhost_fds = if nic.tap().vhost {
                 self.fds(nic.queues())
@@ -1016,8 +1063,14 @@ impl<'a> Planner<'a> {
         if let Some(mib) = startup_memory(memory.0, memory.1, self.env.available_memory_mib) {
             steps.push(PostStartStep::Balloon { mib });
         }
-        if self.env.mode == StartMode::Fresh {
-            steps.push(PostStartStep::Cont);
+        match &self.env.mode {
+            StartMode::Fresh => steps.push(PostStartStep::Cont),
+            StartMode::Incoming { uri } => {
+                // The source's memory comes as it is: no start-up balloon.
+                steps.retain(|s| !matches!(s, PostStartStep::Balloon { .. }));
+                steps.push(PostStartStep::MigrateIncoming { uri: uri.clone() });
+            }
+            _ => {}
         }
         steps
     }
@@ -1036,7 +1089,7 @@ impl<'a> Planner<'a> {
             invocation: self.inv,
             machine: self.machine,
             accel: self.accel,
-            mode: self.env.mode,
+            mode: self.env.mode.clone(),
             listen_sockets: self.listen_sockets,
             taps: self.taps,
             disks: self.disks,

@@ -1,0 +1,166 @@
+//! Live migration, a step per party: `migration-info`, `accept`,
+//! `migrate`, `migration-status`, `migrate-cancel`, `finalize-source`,
+//! `finalize-target`.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use kvm_hypervisor::migration;
+use kvm_hypervisor::state::RuntimeFile;
+
+use crate::global::Global;
+use crate::output::{print_json, runtime};
+
+#[derive(clap::Args)]
+pub(crate) struct InfoArgs {
+    /// The instance (running here).
+    name: String,
+}
+
+impl InfoArgs {
+    pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
+        let node = g.node(None)?;
+        let record = runtime()?.block_on(migration::migration_info(&node, &self.name))?;
+        print!(
+            "{}",
+            kvm_hypervisor::state::render(&record, kvm_hypervisor::state::Format::Ours)
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(clap::Args)]
+pub(crate) struct AcceptArgs {
+    /// What `migration-info` printed on the source (a file, or `-`); ours or
+    /// Ganeti's runtime format.
+    info: PathBuf,
+    /// Where to listen: `ADDR:PORT` (IPv6 in brackets).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl AcceptArgs {
+    pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
+        let node = g.node(None)?;
+        let text = if self.info.as_os_str() == "-" {
+            let mut t = String::new();
+            std::io::stdin().read_to_string(&mut t)?;
+            t
+        } else {
+            std::fs::read_to_string(&self.info)
+                .with_context(|| format!("reading {}", self.info.display()))?
+        };
+        let record = RuntimeFile::parse(&self.info, &text)?.record();
+        let started = runtime()?.block_on(migration::accept(&node, &record, &self.listen))?;
+        if self.json {
+            print_json(&started)?;
+        } else {
+            println!(
+                "{}: waiting for the migration on {} (pid {})",
+                started.name, self.listen, started.pid
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(clap::Args)]
+pub(crate) struct MigrateArgs {
+    /// The instance (running here).
+    name: String,
+    /// The target's `ADDR:PORT`, where `accept` listens.
+    #[arg(long, value_name = "ADDR:PORT")]
+    target: String,
+    /// Follow the migration until it ends, at most this many seconds.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "600")]
+    wait: Option<u64>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl MigrateArgs {
+    pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
+        let node = g.node(None)?;
+        let wait = self.wait.map(Duration::from_secs);
+        let p = runtime()?.block_on(migration::migrate(&node, &self.name, &self.target, wait))?;
+        if self.json {
+            print_json(&p)?;
+        } else {
+            println!(
+                "{}: migration {} (total {} ms, downtime {} ms)",
+                self.name,
+                p.status,
+                p.total_time_ms.map_or("-".into(), |t| t.to_string()),
+                p.downtime_ms.map_or("-".into(), |t| t.to_string())
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(clap::Args)]
+pub(crate) struct StatusArgs {
+    /// The instance.
+    name: String,
+}
+
+impl StatusArgs {
+    pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
+        let node = g.node(None)?;
+        print_json(&runtime()?.block_on(migration::status(&node, &self.name))?)?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(clap::Args)]
+pub(crate) struct CancelArgs {
+    /// The instance (the source).
+    name: String,
+}
+
+impl CancelArgs {
+    pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
+        let node = g.node(None)?;
+        runtime()?.block_on(migration::cancel(&node, &self.name))?;
+        println!("{}: migration cancelled; the guest goes on here", self.name);
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(clap::Args)]
+pub(crate) struct FinalizeArgs {
+    /// The instance.
+    name: String,
+    /// The migration succeeded.
+    #[arg(long, conflicts_with = "failure", required_unless_present = "failure")]
+    success: bool,
+    /// The migration failed.
+    #[arg(long)]
+    failure: bool,
+}
+
+impl FinalizeArgs {
+    pub(crate) fn run(self, g: &Global, source: bool) -> anyhow::Result<ExitCode> {
+        let node = g.node(None)?;
+        let rt = runtime()?;
+        let ending = if source {
+            rt.block_on(migration::finalize_source(&node, &self.name, self.success))?
+        } else {
+            rt.block_on(migration::finalize_target(&node, &self.name, self.success))?
+        };
+        let what = match (ending, source) {
+            (Some(_), _) => "stopped and cleaned up",
+            (None, true) => "goes on here",
+            (None, false) => "runs here",
+        };
+        println!("{}: {what}", self.name);
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,115 @@
+//! End-to-end live migration: two nodes (two run directories) in the lab's
+//! network namespace, the guest's disk on storage both see. The guest keeps
+//! a marker in RAM; after the migration it is read back over the serial
+//! console on the new node, and a disk hot-added before sits at the same
+//! PCI address there.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+
+use crate::e2e::{Console, Lab, leftover_files};
+
+fn step(what: &str) {
+    eprintln!("e2e migration: {what}");
+}
+
+/// The binary on node B (its own run directory).
+fn on_b(lab: &Lab, args: &[&str]) -> Result<Output> {
+    Ok(Command::new("ip")
+        .args(["netns", "exec", &lab.ns])
+        .arg(&lab.bin)
+        .arg("--run-dir")
+        .arg(lab.dir.join("run-b"))
+        .args(args)
+        .output()?)
+}
+
+fn ok_b(lab: &Lab, args: &[&str]) -> Result<String> {
+    let out = on_b(lab, args)?;
+    ensure!(
+        out.status.success(),
+        "(node B) kvm-hypervisor {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn placement_of(info: &Value, kind: &str, uuid: &str) -> Option<String> {
+    info["devices"]
+        .as_array()?
+        .iter()
+        .find(|d| d["kind"] == kind && d["uuid"] == uuid)
+        .and_then(|d| d["placement"].as_str().map(str::to_owned))
+}
+
+pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
+    step(
+        "precopy A -> B of a running guest with a hot-added disk: the RAM marker and the disk's PCI address come along, A is left empty",
+    );
+    let spec = lab.spec("mig1", false, json!({}))?;
+    lab.start(&spec)?;
+    let mut console = lab.boot("mig1")?;
+    console.run("echo MARK-$((6*7))-ram > /tmp/mark")?;
+    let hot = lab.dir.join("mig1-hot.img");
+    std::fs::File::create(&hot)?.set_len(16 << 20)?;
+    let hot_uuid = "0a1b0000-0000-4000-8000-000000000001";
+    let disk = json!({"uuid": hot_uuid, "path": hot}).to_string();
+    lab.ok(&["hotplug", "add-disk", "mig1", &disk])?;
+    let info_a: Value = serde_json::from_str(&lab.ok(&["info", "mig1", "--json"])?)?;
+    let hot_at = placement_of(&info_a, "disk", hot_uuid).context("hot disk on A")?;
+    drop(console);
+
+    let record = lab.ok(&["migration-info", "mig1"])?;
+    let info_file = lab.dir.join("mig1.migration-info");
+    std::fs::write(&info_file, record)?;
+    ok_b(
+        lab,
+        &[
+            "accept",
+            info_file.to_str().context("utf-8")?,
+            "--listen",
+            "127.0.0.1:4444",
+        ],
+    )?;
+    let incoming: Value = serde_json::from_str(&ok_b(lab, &["info", "mig1", "--json"])?)?;
+    ensure!(
+        incoming["state"] == "migrating",
+        "the target before the migration: {incoming}"
+    );
+    let done: Value = serde_json::from_str(&lab.ok(&[
+        "migrate",
+        "mig1",
+        "--target",
+        "127.0.0.1:4444",
+        "--wait",
+        "300",
+        "--json",
+    ])?)?;
+    ensure!(done["status"] == "completed", "migration: {done}");
+    lab.ok(&["finalize-source", "mig1", "--success"])?;
+    ok_b(lab, &["finalize-target", "mig1", "--success"])?;
+
+    let on_b_info: Value = serde_json::from_str(&ok_b(lab, &["info", "mig1", "--json"])?)?;
+    ensure!(
+        on_b_info["state"] == "running",
+        "the guest on B: {on_b_info}"
+    );
+    ensure!(
+        placement_of(&on_b_info, "disk", hot_uuid).as_deref() == Some(hot_at.as_str()),
+        "the hot-added disk moved: A had it at {hot_at}, B has {on_b_info}"
+    );
+    let mut console = Console::attach(&lab.dir.join("run-b/ctrl/mig1.serial"))?;
+    let mark = console.run("cat /tmp/mark")?;
+    ensure!(mark == ["MARK-42-ram"], "the marker on B: {mark:?}");
+    drop(console);
+    let left = leftover_files(&lab.dir.join("run"))?;
+    ensure!(left.is_empty(), "files left on A: {left:?}");
+    ok_b(lab, &["stop", "mig1", "--force"])?;
+    let left: Vec<PathBuf> = leftover_files(&lab.dir.join("run-b"))?;
+    ensure!(left.is_empty(), "files left on B: {left:?}");
+    Ok(())
+}
