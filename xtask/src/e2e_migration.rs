@@ -111,5 +111,69 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
     ok_b(lab, &["stop", "mig1", "--force"])?;
     let left: Vec<PathBuf> = leftover_files(&lab.dir.join("run-b"))?;
     ensure!(left.is_empty(), "files left on B: {left:?}");
+
+    step("a migration cancelled halfway: the guest goes on on A, B is left empty");
+    failed_migration(lab, "mig2", 4445, |lab| {
+        lab.ok(&["migrate-cancel", "mig2"])?;
+        Ok(())
+    })?;
+
+    step(
+        "the target QEMU killed halfway: finalize-source --failure lets the guest go on on A, B is left empty",
+    );
+    failed_migration(lab, "mig3", 4446, |lab| {
+        let b: Value = serde_json::from_str(&ok_b(lab, &["info", "mig3", "--json"])?)?;
+        let pid = b["pid"].as_i64().context("B's QEMU")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        crate::e2e::wait_gone(pid)?;
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Starts migrating `name` slowly (1 MiB/s) from A to B, breaks it with
+/// `fault`, finalizes both parties as failed, and checks that the guest
+/// answers on A and that B has nothing left.
+fn failed_migration(
+    lab: &Lab,
+    name: &str,
+    port: u16,
+    fault: impl FnOnce(&Lab) -> Result<()>,
+) -> Result<()> {
+    let spec = lab.spec(name, false, json!({"migration_bandwidth": 1}))?;
+    lab.start(&spec)?;
+    let mut console = lab.boot(name)?;
+    let info_file = lab.dir.join(format!("{name}.migration-info"));
+    std::fs::write(&info_file, lab.ok(&["migration-info", name])?)?;
+    let listen = format!("127.0.0.1:{port}");
+    ok_b(
+        lab,
+        &[
+            "accept",
+            info_file.to_str().context("utf-8")?,
+            "--listen",
+            &listen,
+        ],
+    )?;
+    let started: Value =
+        serde_json::from_str(&lab.ok(&["migrate", name, "--target", &listen, "--json"])?)?;
+    ensure!(
+        matches!(started["status"].as_str(), Some("setup" | "active")),
+        "the migration did not start: {started}"
+    );
+    fault(lab)?;
+    lab.ok(&["finalize-source", name, "--failure"])?;
+    ok_b(lab, &["finalize-target", name, "--failure"])?;
+    let a: Value = serde_json::from_str(&lab.ok(&["info", name, "--json"])?)?;
+    ensure!(a["state"] == "running", "the guest on A: {a}");
+    let alive = console.run("echo still-$((40+2))")?;
+    ensure!(alive == ["still-42"], "the guest on A answers: {alive:?}");
+    drop(console);
+    let left = leftover_files(&lab.dir.join("run-b"))?;
+    ensure!(left.is_empty(), "files left on B: {left:?}");
+    lab.ok(&["stop", name, "--force"])?;
     Ok(())
 }
