@@ -48,7 +48,7 @@ fn placement_of(info: &Value, kind: &str, uuid: &str) -> Option<String> {
 
 pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
     step(
-        "precopy A -> B of a running guest with a hot-added disk: the RAM marker and the disk's PCI address come along, A is left empty",
+        "precopy A -> B over IPv6 of a running guest with a hot-added disk and NIC: the RAM marker, both PCI addresses and the NIC's link come along, A is left empty",
     );
     let spec = lab.spec("mig1", false, json!({}))?;
     lab.start(&spec)?;
@@ -59,8 +59,13 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
     let hot_uuid = "0a1b0000-0000-4000-8000-000000000001";
     let disk = json!({"uuid": hot_uuid, "path": hot}).to_string();
     lab.ok(&["hotplug", "add-disk", "mig1", &disk])?;
+    let nic_uuid = "0a1b0000-0000-4000-8000-000000000002";
+    let nic = json!({"uuid": nic_uuid, "mode": "bridged", "link": "kvmhvbr0", "ip": "192.0.2.2"});
+    lab.ok(&["hotplug", "add-nic", "mig1", &nic.to_string()])?;
+    console.until("GLAB ip eth0")?;
     let info_a: Value = serde_json::from_str(&lab.ok(&["info", "mig1", "--json"])?)?;
     let hot_at = placement_of(&info_a, "disk", hot_uuid).context("hot disk on A")?;
+    let nic_at = placement_of(&info_a, "nic", nic_uuid).context("hot NIC on A")?;
     drop(console);
 
     let record = lab.ok(&["migration-info", "mig1"])?;
@@ -72,7 +77,7 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
             "accept",
             info_file.to_str().context("utf-8")?,
             "--listen",
-            "127.0.0.1:4444",
+            "[::1]:4444",
         ],
     )?;
     let incoming: Value = serde_json::from_str(&ok_b(lab, &["info", "mig1", "--json"])?)?;
@@ -84,7 +89,7 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
         "migrate",
         "mig1",
         "--target",
-        "127.0.0.1:4444",
+        "[::1]:4444",
         "--wait",
         "300",
         "--json",
@@ -101,6 +106,16 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
     ensure!(
         placement_of(&on_b_info, "disk", hot_uuid).as_deref() == Some(hot_at.as_str()),
         "the hot-added disk moved: A had it at {hot_at}, B has {on_b_info}"
+    );
+    ensure!(
+        placement_of(&on_b_info, "nic", nic_uuid).as_deref() == Some(nic_at.as_str()),
+        "the hot-added NIC moved: A had it at {nic_at}, B has {on_b_info}"
+    );
+    let ping = lab.in_ns(&["busybox", "ping", "-c", "3", "-W", "5", "192.0.2.2"])?;
+    ensure!(
+        ping.status.success(),
+        "the guest does not answer ping on B: {}",
+        String::from_utf8_lossy(&ping.stdout)
     );
     let mut console = Console::attach(&lab.dir.join("run-b/ctrl/mig1.serial"))?;
     let mark = console.run("cat /tmp/mark")?;

@@ -260,8 +260,11 @@ pub(crate) async fn post_start(
                 at("balloon", qmp.execute(Balloon::bytes(bytes)).await)?;
             }
             PostStartStep::Cont => at("cont", qmp.execute(Cont).await)?,
-            PostStartStep::MigrateIncoming { uri } => {
-                let events = MigrateSetCapabilities::new([("events", true)]);
+            PostStartStep::MigrateIncoming { uri, caps } => {
+                let on = std::iter::once("events")
+                    .chain(caps.iter().map(String::as_str))
+                    .map(|c| (c.to_owned(), true));
+                let events = MigrateSetCapabilities::new(on);
                 at("migrate-incoming", qmp.execute(events).await)?;
                 let listen = MigrateIncoming { uri: uri.clone() };
                 at("migrate-incoming", qmp.execute(listen).await)?;

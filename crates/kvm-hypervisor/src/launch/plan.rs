@@ -137,10 +137,13 @@ pub enum PostStartStep {
     },
     /// Let the guest run.
     Cont,
-    /// Turn QMP migration events on and listen for the incoming migration.
+    /// Turn QMP migration events and `caps` on, and listen for the
+    /// incoming migration.
     MigrateIncoming {
         /// Where to listen.
         uri: String,
+        /// Ganeti's `migration_caps`, as the source sets them.
+        caps: Vec<String>,
     },
 }
 
@@ -1068,7 +1071,16 @@ impl<'a> Planner<'a> {
             StartMode::Incoming { uri } => {
                 // The source's memory comes as it is: no start-up balloon.
                 steps.retain(|s| !matches!(s, PostStartStep::Balloon { .. }));
-                steps.push(PostStartStep::MigrateIncoming { uri: uri.clone() });
+                let caps = self
+                    .hv
+                    .migration_cap_list()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                steps.push(PostStartStep::MigrateIncoming {
+                    uri: uri.clone(),
+                    caps,
+                });
             }
             _ => {}
         }

@@ -84,6 +84,9 @@ pub enum MigrationError {
         /// QEMU's reason.
         error: Option<String>,
     },
+    /// Not an `ADDR:PORT` (IPv6 in brackets).
+    #[error("`{0}` is not ADDR:PORT (an IP address; IPv6 in brackets, e.g. [2001:db8::1]:4444)")]
+    BadAddress(String),
     /// The migration did not end within the deadline (it goes on).
     #[error("the migration of {name} did not end within {after:?}; it goes on")]
     Timeout {
@@ -92,6 +95,15 @@ pub enum MigrationError {
         /// The deadline.
         after: Duration,
     },
+}
+
+/// QEMU's `tcp:` URI of `ADDR:PORT`, an IPv6 address in brackets
+/// (`[2001:db8::1]:4444`; Ganeti forgets them, §11.4.4).
+pub fn tcp_uri(addr: &str) -> Result<String, MigrationError> {
+    let parsed: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|_| MigrationError::BadAddress(addr.to_owned()))?;
+    Ok(format!("tcp:{parsed}"))
 }
 
 fn qmp_err(name: &str) -> impl FnOnce(QmpError) -> MigrationError + '_ {
@@ -147,10 +159,9 @@ pub async fn accept(
         .filter(|n| n.extra.get("romfile").is_some())
         .map(|n| n.uuid.clone())
         .collect();
+    let uri = tcp_uri(listen)?;
     let how = How {
-        mode: StartMode::Incoming {
-            uri: format!("tcp:{listen}"),
-        },
+        mode: StartMode::Incoming { uri },
         placements,
         hot_plugged_nics,
     };
@@ -211,10 +222,15 @@ pub async fn migrate(
     target: &str,
     wait: Option<Duration>,
 ) -> Result<Progress, MigrationError> {
+    let uri = tcp_uri(target)?;
     let inst = Instance::open(node, name, LOCK_WAIT, MONITOR_WAIT).await?;
     let hv = crate::hotplug::record_hvparams(&inst.record);
     let q = &inst.qmp;
-    q.execute(MigrateSetCapabilities::new([("events", true)]))
+    // Events, and Ganeti's migration_caps (the target sets the same).
+    let caps = std::iter::once("events")
+        .chain(hv.migration_cap_list())
+        .map(|c| (c.to_owned(), true));
+    q.execute(MigrateSetCapabilities::new(caps))
         .await
         .map_err(qmp_err(name))?;
     let mib = u64::try_from(hv.migration_bandwidth()).unwrap_or(32);
@@ -226,9 +242,7 @@ pub async fn migrate(
     q.execute(params).await.map_err(qmp_err(name))?;
     // Listen before sending, so the end is never missed.
     let mut events = q.listen(EventFilter::new("MIGRATION"));
-    q.execute(Migrate::new(format!("tcp:{target}")))
-        .await
-        .map_err(qmp_err(name))?;
+    q.execute(Migrate::new(uri)).await.map_err(qmp_err(name))?;
     tracing::info!(instance = name, target, "migration started");
     let Some(deadline) = wait else {
         let info = q.execute(QueryMigrate).await.map_err(qmp_err(name))?;
@@ -332,4 +346,37 @@ async fn resume(node: &Node, name: &str) -> Result<(), MigrationError> {
         inst.qmp.execute(Cont).await.map_err(qmp_err(name))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_uri_takes_ipv4_and_bracketed_ipv6() {
+        assert_eq!(tcp_uri("192.0.2.7:8102").unwrap(), "tcp:192.0.2.7:8102");
+        assert_eq!(
+            tcp_uri("[2001:db8::1]:4444").unwrap(),
+            "tcp:[2001:db8::1]:4444"
+        );
+    }
+
+    #[test]
+    fn tcp_uri_refuses_what_is_not_addr_port() {
+        for bad in [
+            "2001:db8::1:4444",
+            "node2:8102",
+            "192.0.2.7",
+            "192.0.2.7:99999",
+            "",
+        ] {
+            let err = tcp_uri(bad).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "`{bad}` is not ADDR:PORT (an IP address; IPv6 in brackets, e.g. [2001:db8::1]:4444)"
+                )
+            );
+        }
+    }
 }
