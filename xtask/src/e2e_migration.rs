@@ -120,12 +120,76 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
     let mut console = Console::attach(&lab.dir.join("run-b/ctrl/mig1.serial"))?;
     let mark = console.run("cat /tmp/mark")?;
     ensure!(mark == ["MARK-42-ram"], "the marker on B: {mark:?}");
-    drop(console);
     let left = leftover_files(&lab.dir.join("run"))?;
     ensure!(left.is_empty(), "files left on A: {left:?}");
-    ok_b(lab, &["stop", "mig1", "--force"])?;
+
+    step(
+        "postcopy B -> A: the switch is made after the first pass, the new marker, uptime and hot-added devices come along, which then hot-remove on A",
+    );
+    console.run("echo MARK-$((6*8))-post > /tmp/mark")?;
+    // The switch comes after the first full pass whatever the guest does.
+    // A guest dirtying its RAM in a loop lost console input on the new
+    // node (not understood yet), so this one stays idle.
+    let uptime = |c: &mut Console| -> Result<f64> {
+        let out = c.run("cut -d' ' -f1 /proc/uptime")?;
+        Ok(out.first().context("no uptime")?.parse()?)
+    };
+    let up_b = uptime(&mut console)?;
+    drop(console);
+    std::fs::write(&info_file, ok_b(lab, &["migration-info", "mig1"])?)?;
+    let info_path = info_file.to_str().context("utf-8")?;
+    lab.ok(&[
+        "accept",
+        info_path,
+        "--listen",
+        "127.0.0.1:4447",
+        "--postcopy",
+    ])?;
+    let done: Value = serde_json::from_str(&ok_b(
+        lab,
+        &[
+            "migrate",
+            "mig1",
+            "--target",
+            "127.0.0.1:4447",
+            "--postcopy",
+            "--wait",
+            "300",
+            "--json",
+        ],
+    )?)?;
+    ensure!(
+        done["status"] == "completed" && done["switched_to_postcopy"] == true,
+        "postcopy migration: {done}"
+    );
+    lab.ok(&["finalize-target", "mig1", "--success"])?;
+    ok_b(lab, &["finalize-source", "mig1", "--success"])?;
     let left: Vec<PathBuf> = leftover_files(&lab.dir.join("run-b"))?;
     ensure!(left.is_empty(), "files left on B: {left:?}");
+    let back: Value = serde_json::from_str(&lab.ok(&["info", "mig1", "--json"])?)?;
+    ensure!(back["state"] == "running", "the guest back on A: {back}");
+    ensure!(
+        placement_of(&back, "disk", hot_uuid).as_deref() == Some(hot_at.as_str())
+            && placement_of(&back, "nic", nic_uuid).as_deref() == Some(nic_at.as_str()),
+        "the hot-added devices moved: A had {hot_at} and {nic_at}, now {back}"
+    );
+    let mut console = Console::attach(&lab.dir.join("run/ctrl/mig1.serial"))?;
+    let mark = console.run("cat /tmp/mark")?;
+    ensure!(mark == ["MARK-48-post"], "the marker back on A: {mark:?}");
+    let up_a = uptime(&mut console)?;
+    ensure!(up_a > up_b, "the guest's uptime went from {up_b} to {up_a}");
+    lab.ok(&["hotplug", "del-disk", "mig1", hot_uuid])?;
+    lab.ok(&["hotplug", "del-nic", "mig1", nic_uuid])?;
+    let after: Value = serde_json::from_str(&lab.ok(&["info", "mig1", "--json"])?)?;
+    ensure!(
+        placement_of(&after, "disk", hot_uuid).is_none()
+            && placement_of(&after, "nic", nic_uuid).is_none(),
+        "hot-removed on A, still there: {after}"
+    );
+    drop(console);
+    lab.ok(&["stop", "mig1", "--force"])?;
+    let left = leftover_files(&lab.dir.join("run"))?;
+    ensure!(left.is_empty(), "files left on A: {left:?}");
 
     step("a migration cancelled halfway: the guest goes on on A, B is left empty");
     failed_migration(lab, "mig2", 4445, |lab| {

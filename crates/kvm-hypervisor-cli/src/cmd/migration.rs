@@ -40,6 +40,10 @@ pub(crate) struct AcceptArgs {
     /// Where to listen: `ADDR:PORT` (IPv6 in brackets).
     #[arg(long, value_name = "ADDR:PORT")]
     listen: String,
+    /// Allow the source to switch to postcopy (`postcopy-ram`; the source's
+    /// `migrate --postcopy` too).
+    #[arg(long)]
+    postcopy: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -57,7 +61,12 @@ impl AcceptArgs {
                 .with_context(|| format!("reading {}", self.info.display()))?
         };
         let record = RuntimeFile::parse(&self.info, &text)?.record();
-        let started = runtime()?.block_on(migration::accept(&node, &record, &self.listen))?;
+        let started = runtime()?.block_on(migration::accept(
+            &node,
+            &record,
+            &self.listen,
+            self.postcopy,
+        ))?;
         if self.json {
             print_json(&started)?;
         } else {
@@ -80,6 +89,11 @@ pub(crate) struct MigrateArgs {
     /// Follow the migration until it ends, at most this many seconds.
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "600")]
     wait: Option<u64>,
+    /// Allow postcopy (the target accepted with `--postcopy`): with
+    /// `--wait`, switch once the first full pass over RAM is done;
+    /// otherwise `migrate-postcopy` switches.
+    #[arg(long)]
+    postcopy: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -88,15 +102,22 @@ pub(crate) struct MigrateArgs {
 impl MigrateArgs {
     pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
         let node = g.node(None)?;
-        let wait = self.wait.map(Duration::from_secs);
-        let p = runtime()?.block_on(migration::migrate(&node, &self.name, &self.target, wait))?;
+        let opts = migration::MigrateOptions::default()
+            .wait(self.wait.map(Duration::from_secs))
+            .postcopy(self.postcopy);
+        let p = runtime()?.block_on(migration::migrate(&node, &self.name, &self.target, opts))?;
         if self.json {
             print_json(&p)?;
         } else {
             println!(
-                "{}: migration {} (total {} ms, downtime {} ms)",
+                "{}: migration {}{} (total {} ms, downtime {} ms)",
                 self.name,
                 p.status,
+                if p.switched_to_postcopy {
+                    ", switched to postcopy"
+                } else {
+                    ""
+                },
                 p.total_time_ms.map_or("-".into(), |t| t.to_string()),
                 p.downtime_ms.map_or("-".into(), |t| t.to_string())
             );
@@ -130,6 +151,13 @@ impl CancelArgs {
         let node = g.node(None)?;
         runtime()?.block_on(migration::cancel(&node, &self.name))?;
         println!("{}: migration cancelled; the guest goes on here", self.name);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub(crate) fn postcopy(self, g: &Global) -> anyhow::Result<ExitCode> {
+        let node = g.node(None)?;
+        runtime()?.block_on(migration::start_postcopy(&node, &self.name))?;
+        println!("{}: switched to postcopy", self.name);
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -89,6 +89,9 @@ pub(crate) enum Command {
     MigrationStatus(migration::StatusArgs),
     /// Live migration, source: cancel; the guest goes on here.
     MigrateCancel(migration::CancelArgs),
+    /// Live migration, source: switch to postcopy now (both parties must
+    /// allow it).
+    MigratePostcopy(migration::CancelArgs),
     /// Live migration, source: after success stop and clean up here; after
     /// a failure let the guest go on.
     FinalizeSource(migration::FinalizeArgs),
@@ -125,6 +128,7 @@ impl Command {
             Command::Migrate(a) => a.run(g),
             Command::MigrationStatus(a) => a.run(g),
             Command::MigrateCancel(a) => a.run(g),
+            Command::MigratePostcopy(a) => a.postcopy(g),
             Command::FinalizeSource(a) => a.run(g, true),
             Command::FinalizeTarget(a) => a.run(g, false),
         }

@@ -261,9 +261,7 @@ pub(crate) async fn post_start(
             }
             PostStartStep::Cont => at("cont", qmp.execute(Cont).await)?,
             PostStartStep::MigrateIncoming { uri, caps } => {
-                let on = std::iter::once("events")
-                    .chain(caps.iter().map(String::as_str))
-                    .map(|c| (c.to_owned(), true));
+                let on = caps.iter().map(|c| (c.clone(), true));
                 let events = MigrateSetCapabilities::new(on);
                 at("migrate-incoming", qmp.execute(events).await)?;
                 let listen = MigrateIncoming { uri: uri.clone() };

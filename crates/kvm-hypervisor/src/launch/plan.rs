@@ -52,6 +52,8 @@ pub enum StartMode {
     Incoming {
         /// Where to listen.
         uri: String,
+        /// Whether the source may switch to postcopy (`postcopy-ram`).
+        postcopy: bool,
     },
 }
 
@@ -137,12 +139,12 @@ pub enum PostStartStep {
     },
     /// Let the guest run.
     Cont,
-    /// Turn QMP migration events and `caps` on, and listen for the
-    /// incoming migration.
+    /// Turn `caps` on and listen for the incoming migration.
     MigrateIncoming {
         /// Where to listen.
         uri: String,
-        /// Ganeti's `migration_caps`, as the source sets them.
+        /// The capabilities, as the source sets them: `events`, Ganeti's
+        /// `migration_caps`, and `postcopy-ram` when allowed.
         caps: Vec<String>,
     },
 }
@@ -1068,15 +1070,10 @@ impl<'a> Planner<'a> {
         }
         match &self.env.mode {
             StartMode::Fresh => steps.push(PostStartStep::Cont),
-            StartMode::Incoming { uri } => {
+            StartMode::Incoming { uri, postcopy } => {
                 // The source's memory comes as it is: no start-up balloon.
                 steps.retain(|s| !matches!(s, PostStartStep::Balloon { .. }));
-                let caps = self
-                    .hv
-                    .migration_cap_list()
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect();
+                let caps = crate::migration::capabilities(self.hv.migration_cap_list(), *postcopy);
                 steps.push(PostStartStep::MigrateIncoming {
                     uri: uri.clone(),
                     caps,

@@ -10,11 +10,15 @@
 //! - source: [`migrate`] sets the migration parameters (Ganeti's
 //!   `migration_bandwidth`, `migration_downtime`) and starts; with a
 //!   deadline it follows the migration through QEMU's `MIGRATION` events;
+//!   with postcopy allowed (by both parties) it switches to postcopy once
+//!   the first full pass over RAM is done (`MIGRATION_PASS` 2), at most
+//!   once; [`start_postcopy`] switches by hand;
 //! - [`status`], [`cancel`] (the source keeps running; Ganeti sends no
 //!   cancel, §11.4.3);
 //! - [`finalize_source`] and [`finalize_target`]: on success the source is
 //!   stopped and cleaned and the target runs; on failure the source goes on
-//!   and the target is stopped and cleaned.
+//!   and the target is stopped and cleaned; the capabilities a migration
+//!   set are cleared on the party that goes on.
 //!
 //! Transient QEMU states (`setup`, `device`, `pre-switchover`,
 //! `wait-unplug`, `cancelling`) are not failures (Ganeti's §11.4 bug).
@@ -24,7 +28,7 @@ use std::time::Duration;
 
 use qmp_protocol::{
     Cont, EventFilter, Migrate, MigrateCancel, MigrateSetCapabilities, MigrateSetParameters,
-    MigrationInfo, MigrationStatus, QmpError, QueryMigrate, QueryStatus,
+    MigrateStartPostcopy, MigrationInfo, MigrationStatus, QmpError, QueryMigrate, QueryStatus,
 };
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -120,11 +124,13 @@ pub async fn migration_info(node: &Node, name: &str) -> Result<RuntimeRecord, Mi
 }
 
 /// Starts the incoming instance of `record` on this node, listening on
-/// `listen` (`ADDR:PORT`; IPv6 addresses in brackets).
+/// `listen` (`ADDR:PORT`; IPv6 addresses in brackets); `postcopy` allows
+/// the source to switch to postcopy.
 pub async fn accept(
     node: &Node,
     record: &RuntimeRecord,
     listen: &str,
+    postcopy: bool,
 ) -> Result<Started, MigrationError> {
     let name = record
         .instance
@@ -161,7 +167,7 @@ pub async fn accept(
         .collect();
     let uri = tcp_uri(listen)?;
     let how = How {
-        mode: StartMode::Incoming { uri },
+        mode: StartMode::Incoming { uri, postcopy },
         placements,
         hot_plugged_nics,
     };
@@ -185,6 +191,16 @@ pub struct Progress {
     pub total_time_ms: Option<i64>,
     /// The downtime, once completed, ms.
     pub downtime_ms: Option<i64>,
+    /// QEMU's expected downtime while precopy runs, ms.
+    pub expected_downtime_ms: Option<i64>,
+    /// Dirty bitmap synchronisations so far (a pass each).
+    pub passes: Option<u64>,
+    /// Pages the guest dirties per second.
+    pub dirty_pages_rate: Option<u64>,
+    /// Pages the target asked for after the switch to postcopy.
+    pub postcopy_requests: Option<u64>,
+    /// Whether `migrate` switched this migration to postcopy.
+    pub switched_to_postcopy: bool,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -209,66 +225,137 @@ fn progress(info: &MigrationInfo) -> Progress {
         remaining: ram.map(|r| r.remaining),
         total_time_ms: info.total_time,
         downtime_ms: info.downtime,
+        expected_downtime_ms: info.expected_downtime,
+        passes: ram.map(|r| r.dirty_sync_count),
+        dirty_pages_rate: ram.map(|r| r.dirty_pages_rate),
+        postcopy_requests: ram.map(|r| r.postcopy_requests),
+        switched_to_postcopy: false,
         error: info.error_desc.clone(),
     }
 }
 
+/// How to migrate.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct MigrateOptions {
+    /// Follow the migration until it ends, at most this long.
+    pub wait: Option<Duration>,
+    /// Allow postcopy (the target must have accepted with postcopy too):
+    /// while following, the migration switches to postcopy once the first
+    /// full pass over RAM is done; without `wait`, [`start_postcopy`]
+    /// switches it.
+    pub postcopy: bool,
+}
+
+impl MigrateOptions {
+    /// Follow the migration for at most `wait`.
+    #[must_use]
+    pub fn wait(mut self, wait: Option<Duration>) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Allow postcopy.
+    #[must_use]
+    pub fn postcopy(mut self, postcopy: bool) -> Self {
+        self.postcopy = postcopy;
+        self
+    }
+}
+
+/// The capabilities a party sets: `events`, Ganeti's `migration_caps`,
+/// and `postcopy-ram` when allowed (QEMU needs it on both sides before
+/// `migrate`).
+pub(crate) fn capabilities(hv_caps: Vec<&str>, postcopy: bool) -> Vec<String> {
+    let mut caps: Vec<String> = std::iter::once("events")
+        .chain(hv_caps)
+        .map(str::to_owned)
+        .collect();
+    if postcopy && !caps.iter().any(|c| c == "postcopy-ram") {
+        caps.push("postcopy-ram".to_owned());
+    }
+    caps
+}
+
 /// Starts migrating `name` to `target` (`ADDR:PORT`), with Ganeti's
-/// `migration_bandwidth` (MiB/s) and `migration_downtime` (ms); with
-/// `wait`, follows it up to that deadline and returns how it ended.
+/// `migration_bandwidth` (MiB/s, also for postcopy) and
+/// `migration_downtime` (ms); with `wait`, follows it up to that deadline
+/// and returns how it ended.
 pub async fn migrate(
     node: &Node,
     name: &str,
     target: &str,
-    wait: Option<Duration>,
+    opts: MigrateOptions,
 ) -> Result<Progress, MigrationError> {
     let uri = tcp_uri(target)?;
     let inst = Instance::open(node, name, LOCK_WAIT, MONITOR_WAIT).await?;
     let hv = crate::hotplug::record_hvparams(&inst.record);
     let q = &inst.qmp;
-    // Events, and Ganeti's migration_caps (the target sets the same).
-    let caps = std::iter::once("events")
-        .chain(hv.migration_cap_list())
-        .map(|c| (c.to_owned(), true));
-    q.execute(MigrateSetCapabilities::new(caps))
-        .await
-        .map_err(qmp_err(name))?;
-    let mib = u64::try_from(hv.migration_bandwidth()).unwrap_or(32);
+    let caps = capabilities(hv.migration_cap_list(), opts.postcopy);
+    q.execute(MigrateSetCapabilities::new(
+        caps.iter().map(|c| (c.clone(), true)),
+    ))
+    .await
+    .map_err(qmp_err(name))?;
+    let bytes = u64::try_from(hv.migration_bandwidth())
+        .unwrap_or(32)
+        .saturating_mul(1024 * 1024);
     let params = MigrateSetParameters {
-        max_bandwidth: Some(mib.saturating_mul(1024 * 1024)),
+        max_bandwidth: Some(bytes),
+        max_postcopy_bandwidth: opts.postcopy.then_some(bytes),
         downtime_limit: u64::try_from(hv.migration_downtime()).ok(),
         ..MigrateSetParameters::default()
     };
     q.execute(params).await.map_err(qmp_err(name))?;
     // Listen before sending, so the end is never missed.
     let mut events = q.listen(EventFilter::new("MIGRATION"));
+    let mut passes = q.listen(EventFilter::new("MIGRATION_PASS"));
     q.execute(Migrate::new(uri)).await.map_err(qmp_err(name))?;
-    tracing::info!(instance = name, target, "migration started");
-    let Some(deadline) = wait else {
+    tracing::info!(
+        instance = name,
+        target,
+        postcopy = opts.postcopy,
+        "migration started"
+    );
+    let Some(deadline) = opts.wait else {
         let info = q.execute(QueryMigrate).await.map_err(qmp_err(name))?;
         return Ok(progress(&info));
     };
     let until = tokio::time::Instant::now() + deadline;
+    let timeout = || MigrationError::Timeout {
+        name: name.to_owned(),
+        after: deadline,
+    };
+    let mut switched = false;
     loop {
         let left = until.saturating_duration_since(tokio::time::Instant::now());
-        match events.wait(left).await {
-            Ok(ev) => {
-                let st = ev.data.get("status").and_then(Json::as_str).unwrap_or("");
-                if matches!(st, "completed" | "failed" | "cancelled") {
-                    break;
+        tokio::select! {
+            ev = events.wait(left) => match ev {
+                Ok(ev) => {
+                    let st = ev.data.get("status").and_then(Json::as_str).unwrap_or("");
+                    if matches!(st, "completed" | "failed" | "cancelled") {
+                        break;
+                    }
                 }
-            }
-            Err(QmpError::EventTimeout { .. }) => {
-                return Err(MigrationError::Timeout {
-                    name: name.to_owned(),
-                    after: deadline,
-                });
-            }
-            Err(e) => return Err(qmp_err(name)(e)),
+                Err(QmpError::EventTimeout { .. }) => return Err(timeout()),
+                Err(e) => return Err(qmp_err(name)(e)),
+            },
+            pass = passes.wait(left), if opts.postcopy && !switched => match pass {
+                // Pass 1 is the setup's sync; pass 2 ends the first full
+                // copy of RAM: what is dirty now goes on demand.
+                Ok(ev) if ev.data.get("pass").and_then(Json::as_u64) >= Some(2) => {
+                    switched = true;
+                    switch_to_postcopy(q, name).await?;
+                }
+                Ok(_) => {}
+                Err(QmpError::EventTimeout { .. }) => return Err(timeout()),
+                Err(e) => return Err(qmp_err(name)(e)),
+            },
         }
     }
     let info = q.execute(QueryMigrate).await.map_err(qmp_err(name))?;
-    let p = progress(&info);
+    let mut p = progress(&info);
+    p.switched_to_postcopy = switched;
     if p.status != "completed" {
         return Err(MigrationError::NotCompleted {
             name: name.to_owned(),
@@ -276,8 +363,34 @@ pub async fn migrate(
             error: p.error,
         });
     }
-    tracing::info!(instance = name, total_ms = ?p.total_time_ms, downtime_ms = ?p.downtime_ms, "migrated");
+    tracing::info!(instance = name, total_ms = ?p.total_time_ms, downtime_ms = ?p.downtime_ms, postcopy = switched, "migrated");
     Ok(p)
+}
+
+/// Sends the switch to postcopy; a migration that completed meanwhile
+/// needs none.
+async fn switch_to_postcopy(q: &qmp_protocol::Client, name: &str) -> Result<(), MigrationError> {
+    match q.execute(MigrateStartPostcopy).await {
+        Ok(_) => {
+            tracing::info!(instance = name, "switched to postcopy");
+            Ok(())
+        }
+        Err(e) => {
+            let info = q.execute(QueryMigrate).await.map_err(qmp_err(name))?;
+            if info.status == Some(MigrationStatus::Completed) {
+                Ok(())
+            } else {
+                Err(qmp_err(name)(e))
+            }
+        }
+    }
+}
+
+/// Switches the outgoing migration of `name` to postcopy now (once; both
+/// parties must have allowed postcopy).
+pub async fn start_postcopy(node: &Node, name: &str) -> Result<(), MigrationError> {
+    let inst = Instance::open(node, name, LOCK_WAIT, MONITOR_WAIT).await?;
+    switch_to_postcopy(&inst.qmp, name).await
 }
 
 /// Where the migration of `name` stands (either party).
@@ -338,9 +451,19 @@ pub async fn finalize_target(
     Ok(Some(stop(node, name, kill()).await?))
 }
 
-/// Lets the guest run if QEMU holds it paused.
+/// Clears the capabilities a migration set, lets the guest run if QEMU
+/// holds it paused.
 async fn resume(node: &Node, name: &str) -> Result<(), MigrationError> {
     let inst = Instance::open(node, name, LOCK_WAIT, MONITOR_WAIT).await?;
+    let hv = crate::hotplug::record_hvparams(&inst.record);
+    let off = capabilities(hv.migration_cap_list(), true)
+        .into_iter()
+        .map(|c| (c, false));
+    // QEMU refuses while a cancelled migration still winds down; the
+    // capabilities only matter to the next migration, which sets its own.
+    if let Err(error) = inst.qmp.execute(MigrateSetCapabilities::new(off)).await {
+        tracing::warn!(instance = name, %error, "migration capabilities left set");
+    }
     let s = inst.qmp.execute(QueryStatus).await.map_err(qmp_err(name))?;
     if !s.running {
         inst.qmp.execute(Cont).await.map_err(qmp_err(name))?;
@@ -358,6 +481,19 @@ mod tests {
         assert_eq!(
             tcp_uri("[2001:db8::1]:4444").unwrap(),
             "tcp:[2001:db8::1]:4444"
+        );
+    }
+
+    #[test]
+    fn capabilities_put_events_first_and_postcopy_once() {
+        assert_eq!(capabilities(vec!["xbzrle"], false), ["events", "xbzrle"]);
+        assert_eq!(
+            capabilities(vec!["xbzrle"], true),
+            ["events", "xbzrle", "postcopy-ram"]
+        );
+        assert_eq!(
+            capabilities(vec!["postcopy-ram"], true),
+            ["events", "postcopy-ram"]
         );
     }
 
