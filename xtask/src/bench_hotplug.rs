@@ -33,35 +33,35 @@ const REPLY_DEADLINE: Duration = Duration::from_secs(10);
 /// How long the guest gets to see a disk come or go (TCG on a shared host).
 const GUEST_DEADLINE: Duration = Duration::from_secs(60);
 
-fn median(mut v: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
-fn median_f(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median_f(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
 /// Lines from a stream, each read with what is left of a deadline.
-struct Lines {
+pub(crate) struct Lines {
     reader: BufReader<UnixStream>,
     what: &'static str,
 }
 
 impl Lines {
-    fn new(stream: &UnixStream, what: &'static str) -> Result<Lines> {
+    pub(crate) fn new(stream: &UnixStream, what: &'static str) -> Result<Lines> {
         Ok(Lines {
             reader: BufReader::new(stream.try_clone()?),
             what,
         })
     }
 
-    fn next(&mut self, deadline: Instant) -> Result<String> {
+    pub(crate) fn next(&mut self, deadline: Instant) -> Result<String> {
         let left = deadline.saturating_duration_since(Instant::now());
         ensure!(!left.is_zero(), "{}: deadline passed", self.what);
         self.reader.get_ref().set_read_timeout(Some(left))?;
@@ -76,10 +76,10 @@ impl Lines {
 }
 
 /// The serial console: markers the test guest prints.
-struct Console(Lines);
+pub(crate) struct Console(pub(crate) Lines);
 
 impl Console {
-    fn wait_for(&mut self, marker: &str, within: Duration) -> Result<()> {
+    pub(crate) fn wait_for(&mut self, marker: &str, within: Duration) -> Result<()> {
         let deadline = Instant::now() + within;
         while !self.0.next(deadline)?.contains(marker) {}
         Ok(())
@@ -99,7 +99,7 @@ impl Console {
 /// Replies are told apart by their first key (QEMU writes `{"return": …}`,
 /// `{"error": …}` and `{"timestamp": …, "event": …}`) and parsed only when
 /// their content is needed, so this debug-built client stays a floor.
-struct Qmp {
+pub(crate) struct Qmp {
     stream: UnixStream,
     lines: Lines,
     /// Events read while waiting for a reply.
@@ -108,7 +108,7 @@ struct Qmp {
 
 impl Qmp {
     /// Connects, reads the greeting, leaves negotiation mode.
-    fn connect(path: &Path) -> Result<Qmp> {
+    pub(crate) fn connect(path: &Path) -> Result<Qmp> {
         let stream = UnixStream::connect(path)
             .with_context(|| format!("connecting to {}", path.display()))?;
         let mut lines = Lines::new(&stream, "QMP")?;
@@ -157,24 +157,42 @@ impl Qmp {
         }
     }
 
+    /// Forgets the events read so far (older than the last reply).
+    pub(crate) fn forget_events(&mut self) {
+        self.events.clear();
+    }
+
+    /// Sends `cmd` without waiting for its reply (`quit`).
+    pub(crate) fn send_only(&mut self, cmd: &Value) -> Result<()> {
+        self.send(cmd, None)
+    }
+
     /// Sends `cmd` and returns its reply line, unparsed.
-    fn execute(&mut self, cmd: &Value, fd: Option<&OwnedFd>) -> Result<String> {
+    pub(crate) fn execute(&mut self, cmd: &Value, fd: Option<&OwnedFd>) -> Result<String> {
         self.send(cmd, fd)?;
         self.reply(cmd["execute"].as_str().unwrap_or("?"))
     }
 
     /// Reads until event `name` with `data.device == device`.
     fn event(&mut self, name: &str, device: &str, within: Duration) -> Result<()> {
-        let is_it = |line: &str| {
-            serde_json::from_str::<Value>(line)
-                .is_ok_and(|v| v["event"] == name && v["data"]["device"] == device)
-        };
-        if let Some(i) = self.events.iter().position(|l| is_it(l)) {
+        self.event_where(within, |v| {
+            v["event"] == name && v["data"]["device"] == device
+        })
+    }
+
+    /// Reads until an event for which `is_it` holds (kept ones first).
+    pub(crate) fn event_where(
+        &mut self,
+        within: Duration,
+        is_it: impl Fn(&Value) -> bool,
+    ) -> Result<()> {
+        let matches = |line: &str| serde_json::from_str::<Value>(line).is_ok_and(|v| is_it(&v));
+        if let Some(i) = self.events.iter().position(|l| matches(l)) {
             self.events.remove(i);
             return Ok(());
         }
         let deadline = Instant::now() + within;
-        while !is_it(&self.lines.next(deadline)?) {}
+        while !matches(&self.lines.next(deadline)?) {}
         Ok(())
     }
 }

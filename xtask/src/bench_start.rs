@@ -31,6 +31,32 @@ fn bare_start(
     argv: &[String],
     sockets: &[(std::path::PathBuf, i32)],
 ) -> Result<(Duration, std::process::Child, UnixStream)> {
+    let start = Instant::now();
+    let child = spawn_bare(argv, sockets)?;
+    let mut s = UnixStream::connect(&sockets[0].0)?;
+    let mut r = BufReader::new(s.try_clone()?);
+    let mut line = String::new();
+    r.read_line(&mut line)?; // greeting
+    s.write_all(br#"{"execute":"qmp_capabilities"}"#)?;
+    line.clear();
+    r.read_line(&mut line)?;
+    s.write_all(br#"{"execute":"cont"}"#)?;
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        if line.contains("\"return\"") {
+            break;
+        }
+    }
+    Ok((start.elapsed(), child, s))
+}
+
+/// Spawns QEMU with `argv` and its monitor sockets (`(path, fd)` as the
+/// plan lists them) bound here and passed at their descriptor numbers.
+pub(crate) fn spawn_bare(
+    argv: &[String],
+    sockets: &[(std::path::PathBuf, i32)],
+) -> Result<std::process::Child> {
     let mut listeners = Vec::new();
     for (path, fd) in sockets {
         let _ = std::fs::remove_file(path);
@@ -41,7 +67,6 @@ fn bare_start(
         .iter()
         .map(|(l, fd)| (l.as_raw_fd(), *fd))
         .collect();
-    let start = Instant::now();
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .stdin(Stdio::null())
@@ -65,22 +90,7 @@ fn bare_start(
     }
     let child = cmd.spawn()?;
     drop(listeners);
-    let mut s = UnixStream::connect(&sockets[0].0)?;
-    let mut r = BufReader::new(s.try_clone()?);
-    let mut line = String::new();
-    r.read_line(&mut line)?; // greeting
-    s.write_all(br#"{"execute":"qmp_capabilities"}"#)?;
-    line.clear();
-    r.read_line(&mut line)?;
-    s.write_all(br#"{"execute":"cont"}"#)?;
-    loop {
-        line.clear();
-        r.read_line(&mut line)?;
-        if line.contains("\"return\"") {
-            break;
-        }
-    }
-    Ok((start.elapsed(), child, s))
+    Ok(child)
 }
 
 pub(crate) fn bench_start(

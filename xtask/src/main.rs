@@ -9,6 +9,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 mod bench_hotplug;
+mod bench_migrate;
 mod bench_start;
 mod e2e;
 mod e2e_hotplug;
@@ -51,6 +52,10 @@ tasks:
          `kvm-hypervisor hotplug add-disk` / `del-disk` against the raw QMP
          floor (same commands, same DEVICE_DELETED wait), 15 interleaved
          pairs on one running TCG guest (KVMH_BENCH_LEAN=1: a lean machine)
+  bench migrate
+         a live migration with our five commands against the same migration
+         done by hand (bare QEMUs, raw QMP), 10 interleaved pairs of an idle
+         TCG guest going back and forth between two run directories
   fuzz [EXECUTIONS]
          every parser of outside input (QMP lines, runtime files, instance
          specs in JSON and TOML, hvparams, CPU masks, storage URIs, QEMU help
@@ -79,7 +84,8 @@ fn main() -> Result<()> {
             Some("plan") => bench_plan(),
             Some("start") => bench_start(),
             Some("hotplug") => bench_hotplug(),
-            other => bail!("unknown benchmark {other:?}; known: plan, start, hotplug"),
+            Some("migrate") => bench_migrate(),
+            other => bail!("unknown benchmark {other:?}; known: plan, start, hotplug, migrate"),
         },
         Some("capture-fixtures") => capture_fixtures(std::env::args().nth(2)),
         Some("fuzz") => fuzz(std::env::args().nth(2)),
@@ -681,5 +687,36 @@ fn bench_hotplug() -> Result<()> {
         &dir,
         &dir.join("cache"),
         15,
+    )
+}
+
+fn bench_migrate() -> Result<()> {
+    ensure_packages()?;
+    let g = guest()?;
+    run(
+        "cargo build --release -p kvm-hypervisor-cli",
+        cargo().args(["build", "--release", "--quiet", "-p", "kvm-hypervisor-cli"]),
+    )?;
+    let dir = bench_dir("migrate");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let mut specs = Vec::new();
+    for name in ["benchmig0", "benchmig1"] {
+        let disk = dir.join(format!("{name}.img"));
+        std::fs::File::create(&disk)?.set_len(64 << 20)?;
+        let mut spec = demo_spec(&g, &disk);
+        spec["name"] = serde_json::json!(name);
+        spec["min_memory"] = serde_json::json!(256);
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_string_pretty(&spec)?)?;
+        specs.push(path);
+    }
+    bench_migrate::bench_migrate(
+        &root().join("target/release/kvm-hypervisor"),
+        &specs[0],
+        &specs[1],
+        &dir,
+        &dir.join("cache"),
+        10,
     )
 }

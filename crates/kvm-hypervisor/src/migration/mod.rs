@@ -308,7 +308,7 @@ pub async fn migrate(
     };
     q.execute(params).await.map_err(qmp_err(name))?;
     // Listen before sending, so the end is never missed.
-    let mut events = q.listen(EventFilter::new("MIGRATION"));
+    let mut events = q.listen(EventFilter::new("MIGRATION").or_event("STOP"));
     let mut passes = q.listen(EventFilter::new("MIGRATION_PASS"));
     q.execute(Migrate::new(uri)).await.map_err(qmp_err(name))?;
     tracing::info!(
@@ -327,11 +327,13 @@ pub async fn migrate(
         after: deadline,
     };
     let mut switched = false;
+    let mut clock = EventClock::default();
     loop {
         let left = until.saturating_duration_since(tokio::time::Instant::now());
         tokio::select! {
             ev = events.wait(left) => match ev {
                 Ok(ev) => {
+                    clock.saw(&ev.name, &ev.data, ev.timestamp);
                     let st = ev.data.get("status").and_then(Json::as_str).unwrap_or("");
                     if matches!(st, "completed" | "failed" | "cancelled") {
                         break;
@@ -356,6 +358,7 @@ pub async fn migrate(
     let info = q.execute(QueryMigrate).await.map_err(qmp_err(name))?;
     let mut p = progress(&info);
     p.switched_to_postcopy = switched;
+    clock.settle(&mut p);
     if p.status != "completed" {
         return Err(MigrationError::NotCompleted {
             name: name.to_owned(),
@@ -365,6 +368,42 @@ pub async fn migrate(
     }
     tracing::info!(instance = name, total_ms = ?p.total_time_ms, downtime_ms = ?p.downtime_ms, postcopy = switched, "migrated");
     Ok(p)
+}
+
+/// The source's migration events' own timestamps: QEMU's first
+/// `query-migrate` after `completed` can still say `total-time: 0,
+/// downtime: 0` (its figures are computed just after the event; guest-lab
+/// pitfall 7), so the figures come from the events then (same clock, same
+/// QEMU): setup to completed, and the guest's `STOP` to completed.
+#[derive(Debug, Default)]
+struct EventClock {
+    setup_us: Option<i64>,
+    stop_us: Option<i64>,
+    done_us: Option<i64>,
+}
+
+impl EventClock {
+    fn saw(&mut self, name: &str, data: &Json, at: qmp_protocol::Timestamp) {
+        let us = at
+            .seconds
+            .saturating_mul(1_000_000)
+            .saturating_add(at.microseconds);
+        match (name, data.get("status").and_then(Json::as_str)) {
+            ("MIGRATION", Some("setup")) => self.setup_us = self.setup_us.or(Some(us)),
+            ("MIGRATION", Some("completed")) => self.done_us = Some(us),
+            ("STOP", _) => self.stop_us = Some(us),
+            _ => {}
+        }
+    }
+
+    fn settle(&self, p: &mut Progress) {
+        if p.status != "completed" || !matches!(p.total_time_ms, None | Some(0)) {
+            return;
+        }
+        let ms = |from: Option<i64>| Some((self.done_us? - from?) / 1000);
+        p.total_time_ms = ms(self.setup_us).or(p.total_time_ms);
+        p.downtime_ms = ms(self.stop_us).or(p.downtime_ms);
+    }
 }
 
 /// Sends the switch to postcopy; a migration that completed meanwhile
@@ -482,6 +521,42 @@ mod tests {
             tcp_uri("[2001:db8::1]:4444").unwrap(),
             "tcp:[2001:db8::1]:4444"
         );
+    }
+
+    fn saw(clock: &mut EventClock, name: &str, status: Option<&str>, us: i64) {
+        let data = status.map_or(
+            serde_json::json!({}),
+            |st| serde_json::json!({"status": st}),
+        );
+        let at = qmp_protocol::Timestamp {
+            seconds: us / 1_000_000,
+            microseconds: us % 1_000_000,
+        };
+        clock.saw(name, &data, at);
+    }
+
+    fn completed(total: Option<i64>, downtime: Option<i64>) -> Progress {
+        let info: MigrationInfo = serde_json::from_value(serde_json::json!({
+            "status": "completed", "total-time": total, "downtime": downtime,
+        }))
+        .unwrap();
+        progress(&info)
+    }
+
+    #[test]
+    fn zero_figures_after_completed_come_from_the_events() {
+        let mut clock = EventClock::default();
+        saw(&mut clock, "MIGRATION", Some("setup"), 53_866_000);
+        saw(&mut clock, "MIGRATION", Some("active"), 53_867_000);
+        saw(&mut clock, "STOP", None, 56_775_635);
+        saw(&mut clock, "MIGRATION", Some("completed"), 56_778_452);
+        let mut p = completed(Some(0), Some(0));
+        clock.settle(&mut p);
+        assert_eq!((p.total_time_ms, p.downtime_ms), (Some(2912), Some(2)));
+        // QEMU's own figures, once there, are kept.
+        let mut p = completed(Some(2911), Some(3));
+        clock.settle(&mut p);
+        assert_eq!((p.total_time_ms, p.downtime_ms), (Some(2911), Some(3)));
     }
 
     #[test]
