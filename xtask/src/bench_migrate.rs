@@ -41,6 +41,8 @@ struct Run {
     total_ms: f64,
     downtime_ms: f64,
     transferred_mb: f64,
+    /// Ours: each command's wall time.
+    laps: [Duration; 5],
 }
 
 /// A bare QEMU of the floor, killed if still running when dropped.
@@ -215,6 +217,7 @@ fn floor_migrate(mut source: Bare, to: &Side, port: u16) -> Result<(Run, Bare)> 
             total_ms,
             downtime_ms,
             transferred_mb,
+            laps: [Duration::ZERO; 5],
         },
         target,
     ))
@@ -251,18 +254,26 @@ impl Ours<'_> {
         let name = self.name.as_str();
         let addr = format!("127.0.0.1:{port}");
         let info = self.dir.join("ours.migration-info");
-        let start = Instant::now();
-        std::fs::write(&info, self.ok(from, &["migration-info", name])?)?;
         let info_s = info.to_str().context("utf-8")?;
-        self.ok(to, &["accept", info_s, "--listen", &addr])?;
-        let done: Value = serde_json::from_str(&self.ok(
+        let mut laps = [Duration::ZERO; 5];
+        let mut lap = |i: usize, node: usize, args: &[&str]| -> Result<String> {
+            let t = Instant::now();
+            let out = self.ok(node, args);
+            laps[i] = t.elapsed();
+            out
+        };
+        let start = Instant::now();
+        std::fs::write(&info, lap(0, from, &["migration-info", name])?)?;
+        lap(1, to, &["accept", info_s, "--listen", &addr])?;
+        let done: Value = serde_json::from_str(&lap(
+            2,
             from,
             &[
                 "migrate", name, "--target", &addr, "--wait", "300", "--json",
             ],
         )?)?;
-        self.ok(to, &["finalize-target", name, "--success"])?;
-        self.ok(from, &["finalize-source", name, "--success"])?;
+        lap(3, to, &["finalize-target", name, "--success"])?;
+        lap(4, from, &["finalize-source", name, "--success"])?;
         let wall = start.elapsed();
         ensure!(done["status"] == "completed", "ours: {done}");
         Ok(Run {
@@ -270,6 +281,7 @@ impl Ours<'_> {
             total_ms: done["total_time_ms"].as_f64().context("total_time_ms")?,
             downtime_ms: done["downtime_ms"].as_f64().context("downtime_ms")?,
             transferred_mb: done["transferred"].as_f64().context("transferred")? / 1e6,
+            laps,
         })
     }
 }
@@ -385,5 +397,17 @@ pub(crate) fn bench_migrate(
             "goal <= 1.05x NOT met"
         }
     );
+    let steps = [
+        "migration-info",
+        "accept",
+        "migrate --wait",
+        "finalize-target",
+        "finalize-source",
+    ];
+    println!("  ours per command (process included), median:");
+    for (i, step) in steps.iter().enumerate() {
+        let m = median(mine.iter().map(|r| r.laps[i]).collect());
+        println!("    {step:<16} {:.1} ms", ms(m));
+    }
     Ok(())
 }
