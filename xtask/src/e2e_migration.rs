@@ -191,6 +191,79 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
     let left = leftover_files(&lab.dir.join("run"))?;
     ensure!(left.is_empty(), "files left on A: {left:?}");
 
+    step(
+        "TLS A -> B with certificates made by openssl: a source whose certificate another CA signed is refused and goes on; with the right one the marker comes along",
+    );
+    let tls = make_tls(&lab.dir.join("tls"))?;
+    let rogue = make_tls(&lab.dir.join("tls-rogue"))?;
+    let (tls_s, rogue_s) = (
+        tls.to_str().context("utf-8")?,
+        rogue.to_str().context("utf-8")?,
+    );
+    let spec = lab.spec("mig4", false, json!({}))?;
+    lab.start(&spec)?;
+    let mut console = lab.boot("mig4")?;
+    console.run("echo MARK-$((6*9))-tls > /tmp/mark")?;
+    let info_file = lab.dir.join("mig4.migration-info");
+    std::fs::write(&info_file, lab.ok(&["migration-info", "mig4"])?)?;
+    let info_path = info_file.to_str().context("utf-8")?;
+    let accept = [
+        "accept",
+        info_path,
+        "--listen",
+        "127.0.0.1:4448",
+        "--tls-creds",
+        tls_s,
+    ];
+    ok_b(lab, &accept)?;
+    let migrate = |creds: &str| {
+        lab.kvmh(&[
+            "migrate",
+            "mig4",
+            "--target",
+            "127.0.0.1:4448",
+            "--tls-creds",
+            creds,
+            "--wait",
+            "300",
+            "--json",
+        ])
+    };
+    let refused = migrate(rogue_s)?;
+    let why = String::from_utf8_lossy(&refused.stderr);
+    ensure!(
+        refused.status.code() == Some(5) && why.contains("the migration of mig4 ended failed"),
+        "a client certificate of another CA: {refused:?}"
+    );
+    eprintln!("e2e migration:   refused: {}", why.trim());
+    lab.ok(&["finalize-source", "mig4", "--failure"])?;
+    ok_b(lab, &["finalize-target", "mig4", "--failure"])?;
+    let alive = console.run("cat /tmp/mark")?;
+    ensure!(
+        alive == ["MARK-54-tls"],
+        "the guest on A after the refusal: {alive:?}"
+    );
+    drop(console);
+    ensure!(
+        leftover_files(&lab.dir.join("run-b"))?.is_empty(),
+        "files left on B after the refusal"
+    );
+    ok_b(lab, &accept)?;
+    let done: Value = serde_json::from_slice(&migrate(tls_s)?.stdout)?;
+    ensure!(done["status"] == "completed", "TLS migration: {done}");
+    lab.ok(&["finalize-source", "mig4", "--success"])?;
+    ok_b(lab, &["finalize-target", "mig4", "--success"])?;
+    let mut console = Console::attach(&lab.dir.join("run-b/ctrl/mig4.serial"))?;
+    let mark = console.run("cat /tmp/mark")?;
+    ensure!(mark == ["MARK-54-tls"], "the marker on B: {mark:?}");
+    drop(console);
+    ok_b(lab, &["stop", "mig4", "--force"])?;
+    ensure!(
+        leftover_files(&lab.dir.join("run"))?.is_empty()
+            && leftover_files(&lab.dir.join("run-b"))?.is_empty(),
+        "files left after the TLS migration"
+    );
+
     step("a migration cancelled halfway: the guest goes on on A, B is left empty");
     failed_migration(lab, "mig2", 4445, |lab| {
         lab.ok(&["migrate-cancel", "mig2"])?;
@@ -255,4 +328,87 @@ fn failed_migration(
     ensure!(left.is_empty(), "files left on B: {left:?}");
     lab.ok(&["stop", name, "--force"])?;
     Ok(())
+}
+
+/// A CA and a server and a client certificate signed by it, in `dir`, as
+/// QEMU's `tls-creds-x509` reads them (the server's names 127.0.0.1, ::1
+/// and localhost).
+fn make_tls(dir: &std::path::Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let openssl = |args: &[&str]| -> Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca-cert.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=kvmh e2e CA",
+    ])?;
+    for (who, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let ext_file = format!("{who}.ext");
+        std::fs::write(
+            dir.join(&ext_file),
+            format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n{ext}"),
+        )?;
+        let (key, csr, cert) = (
+            format!("{who}-key.pem"),
+            format!("{who}.csr"),
+            format!("{who}-cert.pem"),
+        );
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN=kvmh e2e {who}"),
+        ])?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca-cert.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            &ext_file,
+        ])?;
+    }
+    Ok(dir.to_owned())
 }

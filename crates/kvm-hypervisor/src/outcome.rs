@@ -221,9 +221,9 @@ impl Classify for MigrationError {
             MigrationError::Instance(e) => e.kind(),
             MigrationError::Start(e) => e.kind(),
             MigrationError::Stop(e) => e.kind(),
-            MigrationError::BadRecord { .. } | MigrationError::BadAddress(_) => {
-                ErrorKind::InvalidInput
-            }
+            MigrationError::BadRecord { .. }
+            | MigrationError::BadAddress(_)
+            | MigrationError::TlsCreds { .. } => ErrorKind::InvalidInput,
             _ => ErrorKind::Failed,
         }
     }

@@ -832,6 +832,14 @@ pub struct MigrateSetParameters {
     /// Maximum auto-converge throttle percentage.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_cpu_throttle: Option<u64>,
+    /// The id of the `tls-creds` object to migrate over TLS with; `""`
+    /// turns TLS off again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_creds: Option<String>,
+    /// The host name the target's certificate is checked against, when
+    /// not the migration URI's host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_hostname: Option<String>,
 }
 command!(
     MigrateSetParameters,
@@ -917,6 +925,64 @@ impl MigrateIncoming {
     }
 }
 command!(MigrateIncoming, "migrate-incoming", (), SLOW_TIMEOUT);
+
+/// `object-add`: create a user-creatable QOM object, e.g. the
+/// `tls-creds-x509` a TLS migration names.
+///
+/// ```
+/// use qmp_protocol::ObjectAdd;
+///
+/// let creds = ObjectAdd::new("tls-creds-x509", "migtls0")
+///     .property("dir", "/etc/pki/qemu")
+///     .property("endpoint", "server")
+///     .property("verify-peer", true);
+/// # let _ = creds;
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObjectAdd {
+    /// The object type.
+    #[serde(rename = "qom-type")]
+    pub qom_type: String,
+    /// The object id.
+    pub id: String,
+    /// The type's properties.
+    #[serde(flatten)]
+    pub properties: Map<String, Value>,
+}
+
+impl ObjectAdd {
+    /// An object of type `qom_type` with id `id` and no properties.
+    pub fn new(qom_type: impl Into<String>, id: impl Into<String>) -> Self {
+        ObjectAdd {
+            qom_type: qom_type.into(),
+            id: id.into(),
+            properties: Map::new(),
+        }
+    }
+
+    /// Set a property (JSON types kept: `true`, not `"on"`).
+    #[must_use]
+    pub fn property(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.properties.insert(name.into(), value.into());
+        self
+    }
+}
+command!(ObjectAdd, "object-add", (), QUERY_TIMEOUT);
+
+/// `object-del`: remove a user-creatable object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectDel {
+    /// The object id.
+    pub id: String,
+}
+
+impl ObjectDel {
+    /// Remove object `id`.
+    pub fn new(id: impl Into<String>) -> Self {
+        ObjectDel { id: id.into() }
+    }
+}
+command!(ObjectDel, "object-del", (), QUERY_TIMEOUT);
 
 // ---------------------------------------------------------------------------
 // Run control
@@ -1512,6 +1578,8 @@ mod tests {
         check::<MigrateStartPostcopy>();
         check::<MigrateCancel>();
         check::<MigrateIncoming>();
+        check::<ObjectAdd>();
+        check::<ObjectDel>();
         check::<Stop>();
         check::<Cont>();
         check::<SystemPowerdown>();
@@ -1559,6 +1627,8 @@ mod tests {
             MigrateStartPostcopy::NAME,
             MigrateCancel::NAME,
             MigrateIncoming::NAME,
+            ObjectAdd::NAME,
+            ObjectDel::NAME,
             Stop::NAME,
             Cont::NAME,
             SystemPowerdown::NAME,

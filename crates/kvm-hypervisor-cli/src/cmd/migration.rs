@@ -44,6 +44,11 @@ pub(crate) struct AcceptArgs {
     /// `migrate --postcopy` too).
     #[arg(long)]
     postcopy: bool,
+    /// Accept over TLS only: a directory with `ca-cert.pem`,
+    /// `server-cert.pem` and `server-key.pem` (QEMU's `tls-creds-x509`);
+    /// the source's client certificate is verified.
+    #[arg(long, value_name = "DIR")]
+    tls_creds: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -65,7 +70,9 @@ impl AcceptArgs {
             &node,
             &record,
             &self.listen,
-            self.postcopy,
+            &migration::AcceptOptions::default()
+                .postcopy(self.postcopy)
+                .tls_creds(self.tls_creds.clone()),
         ))?;
         if self.json {
             print_json(&started)?;
@@ -94,6 +101,11 @@ pub(crate) struct MigrateArgs {
     /// otherwise `migrate-postcopy` switches.
     #[arg(long)]
     postcopy: bool,
+    /// Migrate over TLS: a directory with `ca-cert.pem`, `client-cert.pem`
+    /// and `client-key.pem`; the target's certificate must name the
+    /// target's address.
+    #[arg(long, value_name = "DIR")]
+    tls_creds: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -104,7 +116,8 @@ impl MigrateArgs {
         let node = g.node(None)?;
         let opts = migration::MigrateOptions::default()
             .wait(self.wait.map(Duration::from_secs))
-            .postcopy(self.postcopy);
+            .postcopy(self.postcopy)
+            .tls_creds(self.tls_creds);
         let p = runtime()?.block_on(migration::migrate(&node, &self.name, &self.target, opts))?;
         if self.json {
             print_json(&p)?;

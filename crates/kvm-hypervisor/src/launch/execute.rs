@@ -260,10 +260,23 @@ pub(crate) async fn post_start(
                 at("balloon", qmp.execute(Balloon::bytes(bytes)).await)?;
             }
             PostStartStep::Cont => at("cont", qmp.execute(Cont).await)?,
-            PostStartStep::MigrateIncoming { uri, caps } => {
+            PostStartStep::MigrateIncoming {
+                uri,
+                caps,
+                tls_creds,
+            } => {
                 let on = caps.iter().map(|c| (c.clone(), true));
                 let events = MigrateSetCapabilities::new(on);
                 at("migrate-incoming", qmp.execute(events).await)?;
+                if let Some(dir) = tls_creds {
+                    let creds = crate::migration::tls_object(dir, "server");
+                    at("migrate-incoming", qmp.execute(creds).await)?;
+                    let tls = qmp_protocol::MigrateSetParameters {
+                        tls_creds: Some(crate::migration::TLS_ID.to_owned()),
+                        ..Default::default()
+                    };
+                    at("migrate-incoming", qmp.execute(tls).await)?;
+                }
                 let listen = MigrateIncoming { uri: uri.clone() };
                 at("migrate-incoming", qmp.execute(listen).await)?;
             }

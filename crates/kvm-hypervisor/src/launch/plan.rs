@@ -54,6 +54,8 @@ pub enum StartMode {
         uri: String,
         /// Whether the source may switch to postcopy (`postcopy-ram`).
         postcopy: bool,
+        /// Accept over TLS only, with the `tls-creds-x509` files here.
+        tls_creds: Option<std::path::PathBuf>,
     },
 }
 
@@ -146,6 +148,8 @@ pub enum PostStartStep {
         /// The capabilities, as the source sets them: `events`, Ganeti's
         /// `migration_caps`, and `postcopy-ram` when allowed.
         caps: Vec<String>,
+        /// TLS credentials (the server's) to accept with.
+        tls_creds: Option<std::path::PathBuf>,
     },
 }
 
@@ -1070,13 +1074,18 @@ impl<'a> Planner<'a> {
         }
         match &self.env.mode {
             StartMode::Fresh => steps.push(PostStartStep::Cont),
-            StartMode::Incoming { uri, postcopy } => {
+            StartMode::Incoming {
+                uri,
+                postcopy,
+                tls_creds,
+            } => {
                 // The source's memory comes as it is: no start-up balloon.
                 steps.retain(|s| !matches!(s, PostStartStep::Balloon { .. }));
                 let caps = crate::migration::capabilities(self.hv.migration_cap_list(), *postcopy);
                 steps.push(PostStartStep::MigrateIncoming {
                     uri: uri.clone(),
                     caps,
+                    tls_creds: tls_creds.clone(),
                 });
             }
             _ => {}

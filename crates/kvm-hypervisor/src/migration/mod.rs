@@ -24,11 +24,13 @@
 //! `wait-unplug`, `cancelling`) are not failures (Ganeti's §11.4 bug).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use qmp_protocol::{
     Cont, EventFilter, Migrate, MigrateCancel, MigrateSetCapabilities, MigrateSetParameters,
-    MigrateStartPostcopy, MigrationInfo, MigrationStatus, QmpError, QueryMigrate, QueryStatus,
+    MigrateStartPostcopy, MigrationInfo, MigrationStatus, ObjectAdd, ObjectDel, QmpError,
+    QueryMigrate, QueryStatus,
 };
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -91,6 +93,16 @@ pub enum MigrationError {
     /// Not an `ADDR:PORT` (IPv6 in brackets).
     #[error("`{0}` is not ADDR:PORT (an IP address; IPv6 in brackets, e.g. [2001:db8::1]:4444)")]
     BadAddress(String),
+    /// A TLS credentials directory lacks a file this party needs.
+    #[error("--tls-creds {}: no {missing} (the {endpoint} needs ca-cert.pem, {endpoint}-cert.pem and {endpoint}-key.pem)", dir.display())]
+    TlsCreds {
+        /// The directory.
+        dir: PathBuf,
+        /// `server` (target) or `client` (source).
+        endpoint: &'static str,
+        /// The missing file.
+        missing: &'static str,
+    },
     /// The migration did not end within the deadline (it goes on).
     #[error("the migration of {name} did not end within {after:?}; it goes on")]
     Timeout {
@@ -110,6 +122,35 @@ pub fn tcp_uri(addr: &str) -> Result<String, MigrationError> {
     Ok(format!("tcp:{parsed}"))
 }
 
+/// The id of the `tls-creds-x509` object a TLS migration uses.
+pub(crate) const TLS_ID: &str = "migtls0";
+
+/// Checks that `dir` holds what QEMU's `tls-creds-x509` needs for
+/// `endpoint` (`server` on the target, `client` on the source; both verify
+/// the peer): `ca-cert.pem`, `ENDPOINT-cert.pem`, `ENDPOINT-key.pem`.
+pub fn check_tls_creds(dir: &Path, endpoint: &'static str) -> Result<(), MigrationError> {
+    let files: [&'static str; 3] = match endpoint {
+        "server" => ["ca-cert.pem", "server-cert.pem", "server-key.pem"],
+        _ => ["ca-cert.pem", "client-cert.pem", "client-key.pem"],
+    };
+    match files.into_iter().find(|f| !dir.join(f).is_file()) {
+        Some(missing) => Err(MigrationError::TlsCreds {
+            dir: dir.to_owned(),
+            endpoint,
+            missing,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The `object-add` of the TLS credentials in `dir` for `endpoint`.
+pub(crate) fn tls_object(dir: &Path, endpoint: &str) -> ObjectAdd {
+    ObjectAdd::new("tls-creds-x509", TLS_ID)
+        .property("dir", dir.to_string_lossy().into_owned())
+        .property("endpoint", endpoint)
+        .property("verify-peer", true)
+}
+
 fn qmp_err(name: &str) -> impl FnOnce(QmpError) -> MigrationError + '_ {
     move |source| MigrationError::Qmp {
         name: name.to_owned(),
@@ -123,14 +164,41 @@ pub async fn migration_info(node: &Node, name: &str) -> Result<RuntimeRecord, Mi
     Ok(inst.record.clone())
 }
 
+/// What the target allows.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct AcceptOptions {
+    /// Let the source switch to postcopy (`postcopy-ram`).
+    pub postcopy: bool,
+    /// Accept over TLS only, with the `tls-creds-x509` files in this
+    /// directory (`ca-cert.pem`, `server-cert.pem`, `server-key.pem`); the
+    /// source's client certificate is verified.
+    pub tls_creds: Option<PathBuf>,
+}
+
+impl AcceptOptions {
+    /// Allow postcopy.
+    #[must_use]
+    pub fn postcopy(mut self, postcopy: bool) -> Self {
+        self.postcopy = postcopy;
+        self
+    }
+
+    /// Accept over TLS with the credentials in `dir`.
+    #[must_use]
+    pub fn tls_creds(mut self, dir: Option<PathBuf>) -> Self {
+        self.tls_creds = dir;
+        self
+    }
+}
+
 /// Starts the incoming instance of `record` on this node, listening on
-/// `listen` (`ADDR:PORT`; IPv6 addresses in brackets); `postcopy` allows
-/// the source to switch to postcopy.
+/// `listen` (`ADDR:PORT`; IPv6 addresses in brackets).
 pub async fn accept(
     node: &Node,
     record: &RuntimeRecord,
     listen: &str,
-    postcopy: bool,
+    opts: &AcceptOptions,
 ) -> Result<Started, MigrationError> {
     let name = record
         .instance
@@ -166,8 +234,15 @@ pub async fn accept(
         .map(|n| n.uuid.clone())
         .collect();
     let uri = tcp_uri(listen)?;
+    if let Some(dir) = &opts.tls_creds {
+        check_tls_creds(dir, "server")?;
+    }
     let how = How {
-        mode: StartMode::Incoming { uri, postcopy },
+        mode: StartMode::Incoming {
+            uri,
+            postcopy: opts.postcopy,
+            tls_creds: opts.tls_creds.clone(),
+        },
         placements,
         hot_plugged_nics,
     };
@@ -245,6 +320,10 @@ pub struct MigrateOptions {
     /// full pass over RAM is done; without `wait`, [`start_postcopy`]
     /// switches it.
     pub postcopy: bool,
+    /// Migrate over TLS with the `tls-creds-x509` files in this directory
+    /// (`ca-cert.pem`, `client-cert.pem`, `client-key.pem`); the target's
+    /// certificate is verified against the target address.
+    pub tls_creds: Option<PathBuf>,
 }
 
 impl MigrateOptions {
@@ -259,6 +338,13 @@ impl MigrateOptions {
     #[must_use]
     pub fn postcopy(mut self, postcopy: bool) -> Self {
         self.postcopy = postcopy;
+        self
+    }
+
+    /// Migrate over TLS with the credentials in `dir`.
+    #[must_use]
+    pub fn tls_creds(mut self, dir: Option<PathBuf>) -> Self {
+        self.tls_creds = dir;
         self
     }
 }
@@ -288,9 +374,19 @@ pub async fn migrate(
     opts: MigrateOptions,
 ) -> Result<Progress, MigrationError> {
     let uri = tcp_uri(target)?;
+    if let Some(dir) = &opts.tls_creds {
+        check_tls_creds(dir, "client")?;
+    }
     let inst = Instance::open(node, name, LOCK_WAIT, MONITOR_WAIT).await?;
     let hv = crate::hotplug::record_hvparams(&inst.record);
     let q = &inst.qmp;
+    if let Some(dir) = &opts.tls_creds {
+        // A previous TLS migration's object, if one was left.
+        let _ = q.execute(ObjectDel::new(TLS_ID)).await;
+        q.execute(tls_object(dir, "client"))
+            .await
+            .map_err(qmp_err(name))?;
+    }
     let caps = capabilities(hv.migration_cap_list(), opts.postcopy);
     q.execute(MigrateSetCapabilities::new(
         caps.iter().map(|c| (c.clone(), true)),
@@ -304,6 +400,7 @@ pub async fn migrate(
         max_bandwidth: Some(bytes),
         max_postcopy_bandwidth: opts.postcopy.then_some(bytes),
         downtime_limit: u64::try_from(hv.migration_downtime()).ok(),
+        tls_creds: opts.tls_creds.as_ref().map(|_| TLS_ID.to_owned()),
         ..MigrateSetParameters::default()
     };
     q.execute(params).await.map_err(qmp_err(name))?;
@@ -503,6 +600,15 @@ async fn resume(node: &Node, name: &str) -> Result<(), MigrationError> {
     if let Err(error) = inst.qmp.execute(MigrateSetCapabilities::new(off)).await {
         tracing::warn!(instance = name, %error, "migration capabilities left set");
     }
+    let tls_off = MigrateSetParameters {
+        tls_creds: Some(String::new()),
+        ..MigrateSetParameters::default()
+    };
+    if let Err(error) = inst.qmp.execute(tls_off).await {
+        tracing::warn!(instance = name, %error, "migration TLS parameter left set");
+    }
+    // Absent unless the migration used TLS.
+    let _ = inst.qmp.execute(ObjectDel::new(TLS_ID)).await;
     let s = inst.qmp.execute(QueryStatus).await.map_err(qmp_err(name))?;
     if !s.running {
         inst.qmp.execute(Cont).await.map_err(qmp_err(name))?;
@@ -557,6 +663,33 @@ mod tests {
         let mut p = completed(Some(2911), Some(3));
         clock.settle(&mut p);
         assert_eq!((p.total_time_ms, p.downtime_ms), (Some(2911), Some(3)));
+    }
+
+    #[test]
+    fn tls_creds_name_the_first_missing_file() {
+        let dir = std::env::temp_dir().join(format!("kvmh-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca-cert.pem"), "").unwrap();
+        std::fs::write(dir.join("server-cert.pem"), "").unwrap();
+        let err = check_tls_creds(&dir, "server").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "--tls-creds {}: no server-key.pem (the server needs ca-cert.pem, server-cert.pem and server-key.pem)",
+                dir.display()
+            )
+        );
+        std::fs::write(dir.join("server-key.pem"), "").unwrap();
+        check_tls_creds(&dir, "server").unwrap();
+        let err = check_tls_creds(&dir, "client").unwrap_err();
+        assert!(matches!(
+            err,
+            MigrationError::TlsCreds {
+                missing: "client-cert.pem",
+                ..
+            }
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
