@@ -124,12 +124,13 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
     ensure!(left.is_empty(), "files left on A: {left:?}");
 
     step(
-        "postcopy B -> A: the switch is made after the first pass, the new marker, uptime and hot-added devices come along, which then hot-remove on A",
+        "postcopy B -> A while the guest dirties its RAM: the switch is made after the first pass, the new marker, uptime and hot-added devices come along, which then hot-remove on A",
     );
     console.run("echo MARK-$((6*8))-post > /tmp/mark")?;
-    // The switch comes after the first full pass whatever the guest does.
-    // A guest dirtying its RAM in a loop lost console input on the new
-    // node (not understood yet), so this one stays idle.
+    // The guest dirties 16 MiB of RAM in a loop meanwhile.
+    console.run(
+        "(while :; do dd if=/dev/urandom of=/tmp/dirt bs=1M count=16 2>/dev/null; done) >/dev/null 2>&1 &",
+    )?;
     let uptime = |c: &mut Console| -> Result<f64> {
         let out = c.run("cut -d' ' -f1 /proc/uptime")?;
         Ok(out.first().context("no uptime")?.parse()?)
@@ -201,7 +202,20 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
         rogue.to_str().context("utf-8")?,
     );
     let spec = lab.spec("mig4", false, json!({}))?;
+    // A routed NIC: its host route must stay with A until B has the guest.
+    let mut with_nic: Value = serde_json::from_str(&std::fs::read_to_string(&spec)?)?;
+    with_nic["nics"] = json!([{"mode": "routed", "ip": "192.0.2.3"}]);
+    std::fs::write(&spec, with_nic.to_string())?;
+    let route = || -> Result<String> {
+        let out = lab.in_ns(&["ip", "-o", "route", "show", "192.0.2.3"])?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
     lab.start(&spec)?;
+    let via_a = route()?;
+    ensure!(
+        via_a.contains("dev "),
+        "no route to the routed NIC on A: {via_a:?}"
+    );
     let mut console = lab.boot("mig4")?;
     console.run("echo MARK-$((6*9))-tls > /tmp/mark")?;
     let info_file = lab.dir.join("mig4.migration-info");
@@ -216,6 +230,11 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
         tls_s,
     ];
     ok_b(lab, &accept)?;
+    ensure!(
+        route()? == via_a,
+        "accept moved the route before the migration: {:?}",
+        route()?
+    );
     let migrate = |creds: &str| {
         lab.kvmh(&[
             "migrate",
@@ -251,8 +270,19 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
     ok_b(lab, &accept)?;
     let done: Value = serde_json::from_slice(&migrate(tls_s)?.stdout)?;
     ensure!(done["status"] == "completed", "TLS migration: {done}");
-    lab.ok(&["finalize-source", "mig4", "--success"])?;
+    ensure!(route()? == via_a, "the route moved before finalize-target");
     ok_b(lab, &["finalize-target", "mig4", "--success"])?;
+    let via_b = route()?;
+    ensure!(
+        via_b.contains("dev ") && via_b != via_a,
+        "the route after finalize-target: {via_b:?} (A's: {via_a:?})"
+    );
+    lab.ok(&["finalize-source", "mig4", "--success"])?;
+    ensure!(
+        route()? == via_b,
+        "finalize-source touched B's route: {:?}",
+        route()?
+    );
     let mut console = Console::attach(&lab.dir.join("run-b/ctrl/mig4.serial"))?;
     let mark = console.run("cat /tmp/mark")?;
     ensure!(mark == ["MARK-54-tls"], "the marker on B: {mark:?}");

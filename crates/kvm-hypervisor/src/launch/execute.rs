@@ -11,7 +11,7 @@ use qmp_protocol::{
 };
 use serde_json::{Map, Value as Json};
 
-use super::plan::{LaunchPlan, PostStartStep};
+use super::plan::{LaunchPlan, PostStartStep, StartMode};
 use super::rollback::{Rollback, Undo};
 use crate::hvparams::{CpuMask, CpuSet};
 use crate::instance::{connect, fault_point};
@@ -174,14 +174,20 @@ fn open_taps(plan: &LaunchPlan) -> StepResult<Vec<Tap>> {
 }
 
 /// Configures each NIC's host side (bridge, or routes and rules) before QEMU
-/// sees it.
+/// sees it. On a migration's target a routed NIC is left alone until the
+/// migration succeeded (`finalize_target`): its host route would take the
+/// guest's traffic away from the source while the guest still runs there.
 async fn configure_nics(plan: &LaunchPlan, taps: &[Tap], rb: &mut Rollback) -> StepResult<()> {
     if plan.nics.is_empty() {
         return Ok(());
     }
+    let incoming = matches!(plan.mode, StartMode::Incoming { .. });
     let netlink = at("netlink", Netlink::new())?;
     for (nic, tap) in plan.nics.iter().zip(taps) {
         let config = nic.config();
+        if incoming && config.mode == crate::net::NicMode::Routed {
+            continue;
+        }
         at(
             "nic-up",
             crate::net::configure_native(&netlink, config, tap.name()).await,

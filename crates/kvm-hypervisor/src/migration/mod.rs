@@ -93,6 +93,16 @@ pub enum MigrationError {
     /// Not an `ADDR:PORT` (IPv6 in brackets).
     #[error("`{0}` is not ADDR:PORT (an IP address; IPv6 in brackets, e.g. [2001:db8::1]:4444)")]
     BadAddress(String),
+    /// A routed NIC of the arrived instance could not be configured (the
+    /// guest runs here; finalize again to retry).
+    #[error("{name} runs here, but its routed NICs could not be configured")]
+    Routes {
+        /// The instance.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<crate::net::TapError>,
+    },
     /// A TLS credentials directory lacks a file this party needs.
     #[error("--tls-creds {}: no {missing} (the {endpoint} needs ca-cert.pem, {endpoint}-cert.pem and {endpoint}-key.pem)", dir.display())]
     TlsCreds {
@@ -582,9 +592,44 @@ pub async fn finalize_target(
 ) -> Result<Option<Ending>, MigrationError> {
     if success {
         resume(node, name).await?;
+        route_nics(node, name).await?;
         return Ok(None);
     }
     Ok(Some(stop(node, name, kill()).await?))
+}
+
+/// Configures the routed NICs of the instance that arrived here (accept
+/// leaves them alone, reference §1.7): their host routes and rules now
+/// point here. A NIC that cannot be configured is an error naming it; the
+/// guest runs here all the same, and a retry configures what is left.
+async fn route_nics(node: &Node, name: &str) -> Result<(), MigrationError> {
+    let Some(file) = node.run.read_runtime(name)? else {
+        return Ok(());
+    };
+    let record = file.record();
+    let routed: Vec<_> = record
+        .nics
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| crate::devices::nic_config_of(name, n, i))
+        .filter(|(c, _)| c.mode == crate::net::NicMode::Routed)
+        .collect();
+    if routed.is_empty() {
+        return Ok(());
+    }
+    let netlink = crate::net::Netlink::new().map_err(|e| MigrationError::Routes {
+        name: name.to_owned(),
+        source: Box::new(e),
+    })?;
+    for (config, tap) in routed {
+        crate::net::configure_native(&netlink, &config, &tap)
+            .await
+            .map_err(|e| MigrationError::Routes {
+                name: name.to_owned(),
+                source: Box::new(e),
+            })?;
+    }
+    Ok(())
 }
 
 /// Clears the capabilities a migration set, lets the guest run if QEMU
