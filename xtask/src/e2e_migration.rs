@@ -38,6 +38,12 @@ fn ok_b(lab: &Lab, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The guest's uptime, seconds.
+fn uptime(c: &mut Console) -> Result<f64> {
+    let out = c.run("cut -d' ' -f1 /proc/uptime")?;
+    Ok(out.first().context("no uptime")?.parse()?)
+}
+
 fn placement_of(info: &Value, kind: &str, uuid: &str) -> Option<String> {
     info["devices"]
         .as_array()?
@@ -131,10 +137,6 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
     console.run(
         "(while :; do dd if=/dev/urandom of=/tmp/dirt bs=1M count=16 2>/dev/null; done) >/dev/null 2>&1 &",
     )?;
-    let uptime = |c: &mut Console| -> Result<f64> {
-        let out = c.run("cut -d' ' -f1 /proc/uptime")?;
-        Ok(out.first().context("no uptime")?.parse()?)
-    };
     let up_b = uptime(&mut console)?;
     drop(console);
     std::fs::write(&info_file, ok_b(lab, &["migration-info", "mig1"])?)?;
@@ -292,6 +294,50 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
         leftover_files(&lab.dir.join("run"))?.is_empty()
             && leftover_files(&lab.dir.join("run-b"))?.is_empty(),
         "files left after the TLS migration"
+    );
+
+    step(
+        "offline (--offline): the guest is paused on A for the copy and runs on B after finalize-target, its marker and uptime carried over",
+    );
+    let spec = lab.spec("mig5", false, json!({}))?;
+    lab.start(&spec)?;
+    let mut console = lab.boot("mig5")?;
+    console.run("echo MARK-$((7*8))-offline > /tmp/mark")?;
+    let up_a = uptime(&mut console)?;
+    drop(console);
+    let info_file = lab.dir.join("mig5.migration-info");
+    std::fs::write(&info_file, lab.ok(&["migration-info", "mig5"])?)?;
+    let info_path = info_file.to_str().context("utf-8")?;
+    ok_b(lab, &["accept", info_path, "--listen", "127.0.0.1:4449"])?;
+    let done: Value = serde_json::from_str(&lab.ok(&[
+        "migrate",
+        "mig5",
+        "--target",
+        "127.0.0.1:4449",
+        "--offline",
+        "--wait",
+        "300",
+        "--json",
+    ])?)?;
+    ensure!(done["status"] == "completed", "offline migration: {done}");
+    let paused: Value = serde_json::from_str(&ok_b(lab, &["info", "mig5", "--json"])?)?;
+    ensure!(
+        paused["state"] == "paused",
+        "B before finalize-target: {paused}"
+    );
+    ok_b(lab, &["finalize-target", "mig5", "--success"])?;
+    lab.ok(&["finalize-source", "mig5", "--success"])?;
+    let mut console = Console::attach(&lab.dir.join("run-b/ctrl/mig5.serial"))?;
+    let mark = console.run("cat /tmp/mark")?;
+    ensure!(mark == ["MARK-56-offline"], "the marker on B: {mark:?}");
+    let up_b = uptime(&mut console)?;
+    ensure!(up_b > up_a, "the guest's uptime went from {up_a} to {up_b}");
+    drop(console);
+    ok_b(lab, &["stop", "mig5", "--force"])?;
+    ensure!(
+        leftover_files(&lab.dir.join("run"))?.is_empty()
+            && leftover_files(&lab.dir.join("run-b"))?.is_empty(),
+        "files left after the offline migration"
     );
 
     step("a migration cancelled halfway: the guest goes on on A, B is left empty");

@@ -106,6 +106,10 @@ pub(crate) struct MigrateArgs {
     /// target's address.
     #[arg(long, value_name = "DIR")]
     tls_creds: Option<PathBuf>,
+    /// Not live: pause the guest first; it runs again on the target at
+    /// `finalize-target`, or here at `finalize-source --failure`.
+    #[arg(long, conflicts_with = "postcopy")]
+    offline: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -117,7 +121,8 @@ impl MigrateArgs {
         let opts = migration::MigrateOptions::default()
             .wait(self.wait.map(Duration::from_secs))
             .postcopy(self.postcopy)
-            .tls_creds(self.tls_creds);
+            .tls_creds(self.tls_creds)
+            .offline(self.offline);
         let p = runtime()?.block_on(migration::migrate(&node, &self.name, &self.target, opts))?;
         if self.json {
             print_json(&p)?;

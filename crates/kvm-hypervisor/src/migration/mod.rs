@@ -334,6 +334,10 @@ pub struct MigrateOptions {
     /// (`ca-cert.pem`, `client-cert.pem`, `client-key.pem`); the target's
     /// certificate is verified against the target address.
     pub tls_creds: Option<PathBuf>,
+    /// Not live: pause the guest first (Ganeti's non-live migration); it
+    /// runs again on the target at `finalize_target`, or here at
+    /// `finalize_source` after a failure.
+    pub offline: bool,
 }
 
 impl MigrateOptions {
@@ -355,6 +359,13 @@ impl MigrateOptions {
     #[must_use]
     pub fn tls_creds(mut self, dir: Option<PathBuf>) -> Self {
         self.tls_creds = dir;
+        self
+    }
+
+    /// Pause the guest first.
+    #[must_use]
+    pub fn offline(mut self, offline: bool) -> Self {
+        self.offline = offline;
         self
     }
 }
@@ -414,6 +425,9 @@ pub async fn migrate(
         ..MigrateSetParameters::default()
     };
     q.execute(params).await.map_err(qmp_err(name))?;
+    if opts.offline {
+        q.execute(qmp_protocol::Stop).await.map_err(qmp_err(name))?;
+    }
     // Listen before sending, so the end is never missed.
     let mut events = q.listen(EventFilter::new("MIGRATION").or_event("STOP"));
     let mut passes = q.listen(EventFilter::new("MIGRATION_PASS"));
