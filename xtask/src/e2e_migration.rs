@@ -340,6 +340,85 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
         "files left after the offline migration"
     );
 
+    step(
+        "a guest that rewrites its RAM faster than the link: the convergence policy raises the downtime limit, then cancels, with the figures, and the guest goes on on A; then it moves in postcopy",
+    );
+    let spec = lab.spec(
+        "mig6",
+        false,
+        json!({"kernel_args": "quiet panic=-1 glab.dirty=12"}),
+    )?;
+    lab.start(&spec)?;
+    drop(lab.boot("mig6")?);
+    let info_file = lab.dir.join("mig6.migration-info");
+    std::fs::write(&info_file, lab.ok(&["migration-info", "mig6"])?)?;
+    let info_path = info_file.to_str().context("utf-8")?;
+    ok_b(lab, &["accept", info_path, "--listen", "127.0.0.1:4450"])?;
+    let out = lab.kvmh(&[
+        "migrate",
+        "mig6",
+        "--target",
+        "127.0.0.1:4450",
+        "--wait",
+        "300",
+        "--converge-passes",
+        "2",
+        "--downtime-max",
+        "60",
+    ])?;
+    let why = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(5)
+            && why.contains("the migration of mig6 is not converging:")
+            && why.contains("downtime limit raised to 60 ms; cancelled, the guest runs here"),
+        "a migration that cannot converge: {out:?}"
+    );
+    eprintln!("e2e migration:   {}", why.trim());
+    lab.ok(&["finalize-source", "mig6", "--failure"])?;
+    ok_b(lab, &["finalize-target", "mig6", "--failure"])?;
+    let a: Value = serde_json::from_str(&lab.ok(&["info", "mig6", "--json"])?)?;
+    ensure!(a["state"] == "running", "the guest on A: {a}");
+    ensure!(
+        leftover_files(&lab.dir.join("run-b"))?.is_empty(),
+        "files left on B after the cancelled migration"
+    );
+    // The same guest, still rewriting its RAM, moves in postcopy.
+    std::fs::write(&info_file, lab.ok(&["migration-info", "mig6"])?)?;
+    ok_b(
+        lab,
+        &[
+            "accept",
+            info_path,
+            "--listen",
+            "127.0.0.1:4451",
+            "--postcopy",
+        ],
+    )?;
+    let done: Value = serde_json::from_str(&lab.ok(&[
+        "migrate",
+        "mig6",
+        "--target",
+        "127.0.0.1:4451",
+        "--postcopy",
+        "--wait",
+        "300",
+        "--json",
+    ])?)?;
+    ensure!(
+        done["status"] == "completed" && done["switched_to_postcopy"] == true,
+        "postcopy of the rewriting guest: {done}"
+    );
+    ok_b(lab, &["finalize-target", "mig6", "--success"])?;
+    lab.ok(&["finalize-source", "mig6", "--success"])?;
+    let b: Value = serde_json::from_str(&ok_b(lab, &["info", "mig6", "--json"])?)?;
+    ensure!(b["state"] == "running", "the rewriting guest on B: {b}");
+    ok_b(lab, &["stop", "mig6", "--force"])?;
+    ensure!(
+        leftover_files(&lab.dir.join("run"))?.is_empty()
+            && leftover_files(&lab.dir.join("run-b"))?.is_empty(),
+        "files left after the postcopy of the rewriting guest"
+    );
+
     step("a migration cancelled halfway: the guest goes on on A, B is left empty");
     failed_migration(lab, "mig2", 4445, |lab| {
         lab.ok(&["migrate-cancel", "mig2"])?;

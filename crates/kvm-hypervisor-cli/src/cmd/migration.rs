@@ -110,6 +110,14 @@ pub(crate) struct MigrateArgs {
     /// `finalize-target`, or here at `finalize-source --failure`.
     #[arg(long, conflicts_with = "postcopy")]
     offline: bool,
+    /// With `--wait`: passes in a row without progress before the
+    /// convergence policy raises the downtime limit (0: off).
+    #[arg(long, value_name = "N", default_value_t = migration::ConvergencePolicy::default().stall_passes)]
+    converge_passes: u32,
+    /// With `--wait`: the highest downtime limit the policy raises to (ms);
+    /// past it the migration is cancelled as not converging.
+    #[arg(long, value_name = "MS", default_value_t = migration::ConvergencePolicy::default().downtime_max_ms)]
+    downtime_max: u64,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -122,7 +130,11 @@ impl MigrateArgs {
             .wait(self.wait.map(Duration::from_secs))
             .postcopy(self.postcopy)
             .tls_creds(self.tls_creds)
-            .offline(self.offline);
+            .offline(self.offline)
+            .converge(migration::ConvergencePolicy {
+                stall_passes: self.converge_passes,
+                downtime_max_ms: self.downtime_max,
+            });
         let p = runtime()?.block_on(migration::migrate(&node, &self.name, &self.target, opts))?;
         if self.json {
             print_json(&p)?;

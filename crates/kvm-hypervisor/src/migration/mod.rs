@@ -23,6 +23,8 @@
 //! Transient QEMU states (`setup`, `device`, `pre-switchover`,
 //! `wait-unplug`, `cancelling`) are not failures (Ganeti's §11.4 bug).
 
+mod converge;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,6 +36,8 @@ use qmp_protocol::{
 };
 use serde::Serialize;
 use serde_json::Value as Json;
+
+pub use converge::{Convergence, ConvergencePolicy, Decision};
 
 use crate::instance::{Instance, OpenError};
 use crate::launch::plan::StartMode;
@@ -102,6 +106,19 @@ pub enum MigrationError {
         /// Why.
         #[source]
         source: Box<crate::net::TapError>,
+    },
+    /// The convergence policy gave up; the migration was cancelled and
+    /// the guest runs on here.
+    #[error("the migration of {name} is not converging: {passes} passes, at best {} MiB left, downtime limit raised to {downtime_ms} ms; cancelled, the guest runs here (allow postcopy, raise migration_downtime or --downtime-max, or migrate offline)", best_remaining / (1024 * 1024))]
+    NotConverging {
+        /// The instance.
+        name: String,
+        /// Passes made.
+        passes: u64,
+        /// The least RAM a pass left, bytes.
+        best_remaining: u64,
+        /// The downtime limit reached, ms.
+        downtime_ms: u64,
     },
     /// A TLS credentials directory lacks a file this party needs.
     #[error("--tls-creds {}: no {missing} (the {endpoint} needs ca-cert.pem, {endpoint}-cert.pem and {endpoint}-key.pem)", dir.display())]
@@ -286,6 +303,8 @@ pub struct Progress {
     pub postcopy_requests: Option<u64>,
     /// Whether `migrate` switched this migration to postcopy.
     pub switched_to_postcopy: bool,
+    /// What the convergence policy decided, pass by pass (`migrate` only).
+    pub decisions: Vec<Decision>,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -315,6 +334,7 @@ fn progress(info: &MigrationInfo) -> Progress {
         dirty_pages_rate: ram.map(|r| r.dirty_pages_rate),
         postcopy_requests: ram.map(|r| r.postcopy_requests),
         switched_to_postcopy: false,
+        decisions: Vec::new(),
         error: info.error_desc.clone(),
     }
 }
@@ -338,6 +358,8 @@ pub struct MigrateOptions {
     /// runs again on the target at `finalize_target`, or here at
     /// `finalize_source` after a failure.
     pub offline: bool,
+    /// While following: what to do when passes stop making progress.
+    pub converge: ConvergencePolicy,
 }
 
 impl MigrateOptions {
@@ -366,6 +388,13 @@ impl MigrateOptions {
     #[must_use]
     pub fn offline(mut self, offline: bool) -> Self {
         self.offline = offline;
+        self
+    }
+
+    /// The convergence policy.
+    #[must_use]
+    pub fn converge(mut self, policy: ConvergencePolicy) -> Self {
+        self.converge = policy;
         self
     }
 }
@@ -449,6 +478,10 @@ pub async fn migrate(
     };
     let mut switched = false;
     let mut clock = EventClock::default();
+    let downtime = u64::try_from(hv.migration_downtime()).unwrap_or(0);
+    let mut policy = Convergence::new(opts.converge, downtime);
+    let mut decisions = Vec::new();
+    let mut gave_up = None;
     loop {
         let left = until.saturating_duration_since(tokio::time::Instant::now());
         tokio::select! {
@@ -463,12 +496,40 @@ pub async fn migrate(
                 Err(QmpError::EventTimeout { .. }) => return Err(timeout()),
                 Err(e) => return Err(qmp_err(name)(e)),
             },
-            pass = passes.wait(left), if opts.postcopy && !switched => match pass {
+            pass = passes.wait(left), if !switched && gave_up.is_none() => match pass {
                 // Pass 1 is the setup's sync; pass 2 ends the first full
                 // copy of RAM: what is dirty now goes on demand.
                 Ok(ev) if ev.data.get("pass").and_then(Json::as_u64) >= Some(2) => {
-                    switched = true;
-                    switch_to_postcopy(q, name).await?;
+                    if opts.postcopy {
+                        switched = true;
+                        switch_to_postcopy(q, name).await?;
+                        continue;
+                    }
+                    let info = q.execute(QueryMigrate).await.map_err(qmp_err(name))?;
+                    let Some(ram) = info.ram else { continue };
+                    let decision = policy.after_pass(ram.remaining);
+                    match decision {
+                        Decision::Wait => continue,
+                        Decision::RaiseDowntime { from_ms, to_ms } => {
+                            tracing::info!(instance = name, from_ms, to_ms, remaining = ram.remaining, "not converging: downtime limit raised");
+                            let raise = MigrateSetParameters {
+                                downtime_limit: Some(to_ms),
+                                ..MigrateSetParameters::default()
+                            };
+                            q.execute(raise).await.map_err(qmp_err(name))?;
+                        }
+                        Decision::NotConverging { best_remaining, downtime_ms } => {
+                            tracing::warn!(instance = name, best_remaining, downtime_ms, passes = ram.dirty_sync_count, "not converging: cancelled");
+                            q.execute(MigrateCancel).await.map_err(qmp_err(name))?;
+                            gave_up = Some(MigrationError::NotConverging {
+                                name: name.to_owned(),
+                                passes: ram.dirty_sync_count,
+                                best_remaining,
+                                downtime_ms,
+                            });
+                        }
+                    }
+                    decisions.push(decision);
                 }
                 Ok(_) => {}
                 Err(QmpError::EventTimeout { .. }) => return Err(timeout()),
@@ -476,9 +537,13 @@ pub async fn migrate(
             },
         }
     }
+    if let Some(err) = gave_up {
+        return Err(err);
+    }
     let info = q.execute(QueryMigrate).await.map_err(qmp_err(name))?;
     let mut p = progress(&info);
     p.switched_to_postcopy = switched;
+    p.decisions = decisions;
     clock.settle(&mut p);
     if p.status != "completed" {
         return Err(MigrationError::NotCompleted {
