@@ -378,8 +378,13 @@ pub(crate) fn bench_migrate(
     let (ow, ot, od, om) = summary(&mine);
     let ratio = median_f(ratios);
     println!(
-        "live migration of an idle 256 MiB TCG guest over 127.0.0.1, {pairs} interleaved pairs ({} MiB/s, {} ms):",
-        sides[0].bandwidth_mib, sides[0].downtime_ms
+        "live migration of {} 256 MiB TCG guest over 127.0.0.1, {pairs} interleaved pairs ({} MiB/s, {} ms):",
+        match std::env::var("KVMH_BENCH_DIRTY") {
+            Ok(n) if n != "0" => format!("a ({n} x busybox) RAM-rewriting"),
+            _ => "an idle".to_owned(),
+        },
+        sides[0].bandwidth_mib,
+        sides[0].downtime_ms
     );
     println!(
         "  floor (bare QEMUs, QMP by hand; target spawn -> source exited)  median {:.1} ms  (QEMU total-time {ft:.0} ms, downtime {fd:.0} ms, {fm:.1} MB sent)",

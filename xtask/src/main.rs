@@ -56,6 +56,7 @@ tasks:
          a live migration with our five commands against the same migration
          done by hand (bare QEMUs, raw QMP), 10 interleaved pairs of an idle
          TCG guest going back and forth between two run directories
+         (KVMH_BENCH_DIRTY=N: a guest rewriting N copies of busybox in RAM)
   fuzz [EXECUTIONS]
          every parser of outside input (QMP lines, runtime files, instance
          specs in JSON and TOML, hvparams, CPU masks, storage URIs, QEMU help
@@ -707,6 +708,12 @@ fn bench_migrate() -> Result<()> {
         let mut spec = demo_spec(&g, &disk);
         spec["name"] = serde_json::json!(name);
         spec["min_memory"] = serde_json::json!(256);
+        // KVMH_BENCH_DIRTY=N: the guest rewrites N copies of busybox in
+        // RAM in a loop.
+        if let Some(n) = std::env::var("KVMH_BENCH_DIRTY").ok().filter(|n| n != "0") {
+            spec["hvparams"]["kernel_args"] =
+                serde_json::json!(format!("quiet panic=-1 glab.dirty={n}"));
+        }
         let path = dir.join(format!("{name}.json"));
         std::fs::write(&path, serde_json::to_string_pretty(&spec)?)?;
         specs.push(path);
