@@ -524,3 +524,70 @@ fn validate_refuses_a_usb_device_qemu_does_not_have() {
         "{text}"
     );
 }
+
+#[test]
+fn migrate_to_a_host_name_is_invalid_input_before_anything_is_touched() {
+    let r = TempRun::new("migrate-bad-target");
+    let out = r.run(&["migrate", "nosuch", "--target", "node2:8102"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: `node2:8102` is not ADDR:PORT (an IP address; IPv6 in brackets, e.g. [2001:db8::1]:4444)\n"
+    );
+}
+
+#[test]
+fn migration_steps_on_an_unknown_instance_exit_3() {
+    let r = TempRun::new("migrate-unknown");
+    for args in [
+        &["migrate-cancel", "nosuch", "--json"][..],
+        &["migrate-postcopy", "nosuch"],
+        &["migration-status", "nosuch"],
+        &["finalize-source", "nosuch", "--failure", "--json"],
+    ] {
+        let out = r.run(args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "Error: instance nosuch is not running and has no runtime record\n",
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_target_without_a_record_is_cleaned_up_all_the_same() {
+    let r = TempRun::new("finalize-target-none");
+    let out = r.run(&["finalize-target", "nosuch", "--failure", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        v,
+        serde_json::json!({"instance": "nosuch", "outcome": "was not running here; cleaned up"})
+    );
+}
+
+#[test]
+fn accept_with_an_incomplete_tls_directory_names_the_missing_file() {
+    let r = TempRun::new("accept-tls");
+    let out = r.run(&[
+        "accept",
+        &runtime_fixture("balloon.runtime"),
+        "--listen",
+        "127.0.0.1:4444",
+        "--tls-creds",
+        "/nonexistent-kvmh",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: --tls-creds /nonexistent-kvmh: no ca-cert.pem (the server needs ca-cert.pem, server-cert.pem and server-key.pem)\n"
+    );
+    assert!(
+        !r.0.join("pid").exists()
+            || std::fs::read_dir(r.0.join("pid"))
+                .expect("pid dir")
+                .next()
+                .is_none()
+    );
+}

@@ -18,6 +18,9 @@ use crate::output::{print_json, runtime};
 pub(crate) struct InfoArgs {
     /// The instance (running here).
     name: String,
+    /// Print JSON (the record is JSON; accepted for uniformity).
+    #[arg(long)]
+    json: bool,
 }
 
 impl InfoArgs {
@@ -160,6 +163,9 @@ impl MigrateArgs {
 pub(crate) struct StatusArgs {
     /// The instance.
     name: String,
+    /// Print JSON (the only output; accepted for uniformity).
+    #[arg(long)]
+    json: bool,
 }
 
 impl StatusArgs {
@@ -174,20 +180,43 @@ impl StatusArgs {
 pub(crate) struct CancelArgs {
     /// The instance (the source).
     name: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What a step that changes a party's state says it did.
+#[derive(serde::Serialize)]
+struct Done<'a> {
+    instance: &'a str,
+    outcome: &'a str,
+}
+
+fn report(json: bool, instance: &str, outcome: &str) -> anyhow::Result<()> {
+    if json {
+        print_json(&Done { instance, outcome })
+    } else {
+        println!("{instance}: {outcome}");
+        Ok(())
+    }
 }
 
 impl CancelArgs {
     pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
         let node = g.node(None)?;
         runtime()?.block_on(migration::cancel(&node, &self.name))?;
-        println!("{}: migration cancelled; the guest goes on here", self.name);
+        report(
+            self.json,
+            &self.name,
+            "migration cancelled; the guest goes on here",
+        )?;
         Ok(ExitCode::SUCCESS)
     }
 
     pub(crate) fn postcopy(self, g: &Global) -> anyhow::Result<ExitCode> {
         let node = g.node(None)?;
         runtime()?.block_on(migration::start_postcopy(&node, &self.name))?;
-        println!("{}: switched to postcopy", self.name);
+        report(self.json, &self.name, "switched to postcopy")?;
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -202,6 +231,9 @@ pub(crate) struct FinalizeArgs {
     /// The migration failed.
     #[arg(long)]
     failure: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 impl FinalizeArgs {
@@ -213,12 +245,14 @@ impl FinalizeArgs {
         } else {
             rt.block_on(migration::finalize_target(&node, &self.name, self.success))?
         };
+        use kvm_hypervisor::Ending;
         let what = match (ending, source) {
+            (Some(Ending::NotRunning), _) => "was not running here; cleaned up",
             (Some(_), _) => "stopped and cleaned up",
             (None, true) => "goes on here",
             (None, false) => "runs here",
         };
-        println!("{}: {what}", self.name);
+        report(self.json, &self.name, what)?;
         Ok(ExitCode::SUCCESS)
     }
 }
