@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 
 use crate::bench_hotplug::{Console, Lines, Qmp, median, median_f, ms};
 use crate::bench_start::spawn_bare;
+use crate::e2e::last_json;
 
 const BOOT_DEADLINE: Duration = Duration::from_secs(180);
 const MIGRATION_DEADLINE: Duration = Duration::from_secs(300);
@@ -265,7 +266,7 @@ impl Ours<'_> {
         let start = Instant::now();
         std::fs::write(&info, lap(0, from, &["migration-info", name])?)?;
         lap(1, to, &["accept", info_s, "--listen", &addr])?;
-        let done: Value = serde_json::from_str(&lap(
+        let done: Value = last_json(&lap(
             2,
             from,
             &[

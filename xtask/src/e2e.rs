@@ -205,6 +205,16 @@ impl Console {
     }
 }
 
+/// The last line of a JSON-lines output (`migrate --wait --json`), parsed.
+pub(crate) fn last_json(out: &str) -> Result<Value> {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .context("no JSON output")?;
+    Ok(serde_json::from_str(line)?)
+}
+
 fn step(what: &str) {
     println!("e2e: {what}");
 }

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 
-use crate::e2e::{Console, Lab, leftover_files};
+use crate::e2e::{Console, Lab, last_json, leftover_files};
 
 fn step(what: &str) {
     eprintln!("e2e migration: {what}");
@@ -91,7 +91,7 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
         incoming["state"] == "migrating",
         "the target before the migration: {incoming}"
     );
-    let done: Value = serde_json::from_str(&lab.ok(&[
+    let out = lab.ok(&[
         "migrate",
         "mig1",
         "--target",
@@ -99,8 +99,21 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
         "--wait",
         "300",
         "--json",
-    ])?)?;
+    ])?;
+    let done = last_json(&out)?;
     ensure!(done["status"] == "completed", "migration: {done}");
+    // Progress came first, a JSON line per pass or status change.
+    let lines: Vec<Value> = out
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    ensure!(
+        lines.len() >= 2
+            && lines[..lines.len() - 1]
+                .iter()
+                .all(|l| l["status"].is_string() && l["passes"].is_u64() || l["status"] == "setup"),
+        "progress lines: {out}"
+    );
     lab.ok(&["finalize-source", "mig1", "--success"])?;
     ok_b(lab, &["finalize-target", "mig1", "--success"])?;
 
@@ -148,7 +161,7 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
         "127.0.0.1:4447",
         "--postcopy",
     ])?;
-    let done: Value = serde_json::from_str(&ok_b(
+    let done: Value = last_json(&ok_b(
         lab,
         &[
             "migrate",
@@ -270,7 +283,7 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
         "files left on B after the refusal"
     );
     ok_b(lab, &accept)?;
-    let done: Value = serde_json::from_slice(&migrate(tls_s)?.stdout)?;
+    let done: Value = last_json(&String::from_utf8_lossy(&migrate(tls_s)?.stdout))?;
     ensure!(done["status"] == "completed", "TLS migration: {done}");
     ensure!(route()? == via_a, "the route moved before finalize-target");
     ok_b(lab, &["finalize-target", "mig4", "--success"])?;
@@ -309,7 +322,7 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
     std::fs::write(&info_file, lab.ok(&["migration-info", "mig5"])?)?;
     let info_path = info_file.to_str().context("utf-8")?;
     ok_b(lab, &["accept", info_path, "--listen", "127.0.0.1:4449"])?;
-    let done: Value = serde_json::from_str(&lab.ok(&[
+    let done: Value = last_json(&lab.ok(&[
         "migrate",
         "mig5",
         "--target",
@@ -394,7 +407,7 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
             "--postcopy",
         ],
     )?;
-    let done: Value = serde_json::from_str(&lab.ok(&[
+    let done: Value = last_json(&lab.ok(&[
         "migrate",
         "mig6",
         "--target",

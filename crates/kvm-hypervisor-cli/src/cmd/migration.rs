@@ -96,7 +96,9 @@ pub(crate) struct MigrateArgs {
     /// The target's `ADDR:PORT`, where `accept` listens.
     #[arg(long, value_name = "ADDR:PORT")]
     target: String,
-    /// Follow the migration until it ends, at most this many seconds.
+    /// Follow the migration until it ends, at most this many seconds (a
+    /// progress line on a terminal; with `--json`, a JSON line per pass
+    /// and status change, then the result's).
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "600")]
     wait: Option<u64>,
     /// Allow postcopy (the target accepted with `--postcopy`): with
@@ -138,9 +140,40 @@ impl MigrateArgs {
                 stall_passes: self.converge_passes,
                 downtime_max_ms: self.downtime_max,
             });
-        let p = runtime()?.block_on(migration::migrate(&node, &self.name, &self.target, opts))?;
+        // Following it: JSON lines with --json, a progress line on a
+        // terminal otherwise.
+        let (json, name) = (self.json, self.name.as_str());
+        let bar = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let on_progress = |p: &migration::Progress| {
+            if json {
+                if let Ok(line) = serde_json::to_string(p) {
+                    println!("{line}");
+                }
+            } else if bar {
+                let mib = |b: Option<u64>| b.map_or("-".to_owned(), |b| (b >> 20).to_string());
+                eprint!(
+                    "\r{name}: {} {}/{} MiB sent, {} MiB left, pass {}   ",
+                    p.status,
+                    mib(p.transferred),
+                    mib(p.total),
+                    mib(p.remaining),
+                    p.passes.unwrap_or(0)
+                );
+            }
+        };
+        let result = runtime()?.block_on(migration::migrate_watch(
+            &node,
+            &self.name,
+            &self.target,
+            opts,
+            on_progress,
+        ));
+        if bar {
+            eprintln!();
+        }
+        let p = result?;
         if self.json {
-            print_json(&p)?;
+            println!("{}", serde_json::to_string(&p)?);
         } else {
             println!(
                 "{}: migration {}{} (total {} ms, downtime {} ms)",

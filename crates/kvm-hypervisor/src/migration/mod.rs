@@ -423,6 +423,18 @@ pub async fn migrate(
     target: &str,
     opts: MigrateOptions,
 ) -> Result<Progress, MigrationError> {
+    migrate_watch(node, name, target, opts, |_| {}).await
+}
+
+/// [`migrate`], calling `progress` while following it: after each pass
+/// over RAM and each change of status, with QEMU's figures then.
+pub async fn migrate_watch(
+    node: &Node,
+    name: &str,
+    target: &str,
+    opts: MigrateOptions,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<Progress, MigrationError> {
     let uri = tcp_uri(target)?;
     if let Some(dir) = &opts.tls_creds {
         check_tls_creds(dir, "client")?;
@@ -492,6 +504,12 @@ pub async fn migrate(
                     if matches!(st, "completed" | "failed" | "cancelled") {
                         break;
                     }
+                    if ev.name == "MIGRATION" {
+                        let info = q.execute(QueryMigrate).await.map_err(qmp_err(name))?;
+                        let mut p = progress(&info);
+                        p.switched_to_postcopy = switched;
+                        on_progress(&p);
+                    }
                 }
                 Err(QmpError::EventTimeout { .. }) => return Err(timeout()),
                 Err(e) => return Err(qmp_err(name)(e)),
@@ -499,13 +517,19 @@ pub async fn migrate(
             pass = passes.wait(left), if !switched && gave_up.is_none() => match pass {
                 // Pass 1 is the setup's sync; pass 2 ends the first full
                 // copy of RAM: what is dirty now goes on demand.
-                Ok(ev) if ev.data.get("pass").and_then(Json::as_u64) >= Some(2) => {
+                Ok(ev) => {
+                    let info = q.execute(QueryMigrate).await.map_err(qmp_err(name))?;
+                    let mut p = progress(&info);
+                    p.decisions.clone_from(&decisions);
+                    on_progress(&p);
+                    if ev.data.get("pass").and_then(Json::as_u64) < Some(2) {
+                        continue;
+                    }
                     if opts.postcopy {
                         switched = true;
                         switch_to_postcopy(q, name).await?;
                         continue;
                     }
-                    let info = q.execute(QueryMigrate).await.map_err(qmp_err(name))?;
                     let Some(ram) = info.ram else { continue };
                     let decision = policy.after_pass(ram.remaining);
                     match decision {
@@ -531,7 +555,6 @@ pub async fn migrate(
                     }
                     decisions.push(decision);
                 }
-                Ok(_) => {}
                 Err(QmpError::EventTimeout { .. }) => return Err(timeout()),
                 Err(e) => return Err(qmp_err(name)(e)),
             },
@@ -583,6 +606,7 @@ impl EventClock {
     }
 
     fn settle(&self, p: &mut Progress) {
+        tracing::debug!(clock = ?self, total = ?p.total_time_ms, "event clock");
         if p.status != "completed" || !matches!(p.total_time_ms, None | Some(0)) {
             return;
         }
