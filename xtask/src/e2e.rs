@@ -22,8 +22,23 @@ pub(crate) struct Lab {
 }
 
 impl Drop for Lab {
+    /// Stops what a failed scenario left running, on node A (`run`) and on
+    /// the migration scenarios' node B (`run-b`), then removes the
+    /// namespace and the directory.
     fn drop(&mut self) {
-        if let Ok(out) = self.kvmh(&["list", "--json"]) {
+        for run in ["run", "run-b"] {
+            let node = |args: &[&str]| {
+                Command::new("ip")
+                    .args(["netns", "exec", &self.ns])
+                    .arg(&self.bin)
+                    .arg("--run-dir")
+                    .arg(self.dir.join(run))
+                    .args(args)
+                    .output()
+            };
+            let Ok(out) = node(&["list", "--json"]) else {
+                continue;
+            };
             let names: Vec<String> = serde_json::from_slice::<Value>(&out.stdout)
                 .ok()
                 .and_then(|v| v.as_array().cloned())
@@ -32,8 +47,8 @@ impl Drop for Lab {
                 .filter_map(|i| i["name"].as_str().map(str::to_owned))
                 .collect();
             for n in names {
-                let _ = self.kvmh(&["stop", &n, "--force"]);
-                let _ = self.kvmh(&["cleanup", &n]);
+                let _ = node(&["stop", &n, "--force"]);
+                let _ = node(&["cleanup", &n]);
             }
         }
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
