@@ -185,18 +185,26 @@ impl Invocation {
     /// is always given, so every device is explicit.
     pub fn render(&self, features: &Features) -> Vec<String> {
         let mut a: Vec<String> = vec![self.binary.display().to_string()];
-        let mut push = |flag: &str, value: String| {
-            a.push(flag.to_owned());
-            a.push(value);
-        };
+        let legacy_no_acpi = self.render_machine(features, &mut a);
+        self.render_flags(features, legacy_no_acpi, &mut a);
+        self.render_run_with(features, &mut a);
+        self.render_consoles(&mut a);
+        self.render_devices(features, &mut a);
+        a.extend(self.extra.iter().cloned());
+        a
+    }
+
+    /// `-name` to `-m` and `-mem-path`: what the machine is. Returns
+    /// whether ACPI is turned off the old way (`-no-acpi`).
+    fn render_machine(&self, features: &Features, a: &mut Vec<String>) -> bool {
         let name = if features.debug_threads {
             format!("guest={},debug-threads=on", escape(&self.name))
         } else {
             format!("guest={}", escape(&self.name))
         };
-        push("-name", name);
+        opt(a, "-name", name);
         if let Some(u) = &self.uuid {
-            push("-uuid", u.clone());
+            opt(a, "-uuid", u.clone());
         }
         let mut machine = Opts::pairs().set("type", &self.machine);
         for (k, v) in &self.machine_props {
@@ -207,52 +215,46 @@ impl Invocation {
         if !self.acpi && !legacy_no_acpi {
             machine.push("acpi", false);
         }
-        push("-machine", machine.to_string());
-        push(
-            "-accel",
-            match self.accel {
-                Accel::Kvm => "kvm",
-                Accel::Tcg => "tcg",
-            }
-            .to_owned(),
-        );
+        opt(a, "-machine", machine.to_string());
+        let accel = match self.accel {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        };
+        opt(a, "-accel", accel.to_owned());
         if let Some(cpu) = &self.cpu {
-            push("-cpu", cpu.clone());
+            opt(a, "-cpu", cpu.clone());
         }
+        let positive = |n: u32| (n > 0).then_some(n);
         let smp = Opts::pairs()
             .set("cpus", self.smp.cpus)
-            .set_opt(
-                "sockets",
-                (self.smp.sockets > 0).then_some(self.smp.sockets),
-            )
-            .set_opt("cores", (self.smp.cores > 0).then_some(self.smp.cores))
-            .set_opt(
-                "threads",
-                (self.smp.threads > 0).then_some(self.smp.threads),
-            );
-        push("-smp", smp.to_string());
-        push("-m", format!("{}", self.memory_mib));
+            .set_opt("sockets", positive(self.smp.sockets))
+            .set_opt("cores", positive(self.smp.cores))
+            .set_opt("threads", positive(self.smp.threads));
+        opt(a, "-smp", smp.to_string());
+        opt(a, "-m", self.memory_mib.to_string());
         if let Some(p) = &self.mem_path {
-            push("-mem-path", p.display().to_string());
+            opt(a, "-mem-path", p.display().to_string());
             a.push("-mem-prealloc".into());
         }
+        legacy_no_acpi
+    }
+
+    /// `-nodefaults` to `-sandbox`: how QEMU runs.
+    fn render_flags(&self, features: &Features, legacy_no_acpi: bool, a: &mut Vec<String>) {
         a.push("-nodefaults".into());
         a.push("-no-user-config".into());
         if let Some(p) = &self.pidfile {
-            a.push("-pidfile".into());
-            a.push(p.display().to_string());
+            opt(a, "-pidfile", p.display().to_string());
         }
-        if self.daemonize {
-            a.push("-daemonize".into());
-        }
-        if legacy_no_acpi {
-            a.push("-no-acpi".into());
-        }
-        if self.no_reboot {
-            a.push("-no-reboot".into());
-        }
-        if self.paused {
-            a.push("-S".into());
+        for (on, flag) in [
+            (self.daemonize, "-daemonize"),
+            (legacy_no_acpi, "-no-acpi"),
+            (self.no_reboot, "-no-reboot"),
+            (self.paused, "-S"),
+        ] {
+            if on {
+                a.push(flag.into());
+            }
         }
         if self.sandbox && features.sandbox {
             // With a privilege drop, QEMU changes uid after installing the
@@ -263,100 +265,78 @@ impl Invocation {
             } else {
                 ",elevateprivileges=deny"
             };
-            a.push("-sandbox".into());
-            a.push(format!(
-                "on,obsolete=deny{elevate},spawn=deny,resourcecontrol=deny"
-            ));
+            opt(
+                a,
+                "-sandbox",
+                format!("on,obsolete=deny{elevate},spawn=deny,resourcecontrol=deny"),
+            );
         }
-        self.render_run_with(features, &mut a);
+    }
+
+    /// Character devices, monitors, serial ports, the display, and the
+    /// kernel to boot.
+    fn render_consoles(&self, a: &mut Vec<String>) {
         for c in &self.chardevs {
-            a.push("-chardev".into());
-            a.push(c.to_string());
+            opt(a, "-chardev", c.to_string());
         }
         for (chardev, control) in &self.monitors {
-            a.push("-mon".into());
-            a.push(format!(
-                "chardev={chardev},mode={}",
-                if *control { "control" } else { "readline" }
-            ));
+            let mode = if *control { "control" } else { "readline" };
+            opt(a, "-mon", format!("chardev={chardev},mode={mode}"));
         }
         for s in &self.serials {
-            a.push("-serial".into());
-            a.push(s.clone());
+            opt(a, "-serial", s.clone());
         }
         match &self.display {
-            Display::None => {
-                a.push("-display".into());
-                a.push("none".into());
-            }
-            Display::Vnc(o) => {
-                a.push("-vnc".into());
-                a.push(o.to_string());
-            }
-            Display::Spice(o) => {
-                a.push("-spice".into());
-                a.push(o.to_string());
-            }
+            Display::None => opt(a, "-display", "none".into()),
+            Display::Vnc(o) => opt(a, "-vnc", o.to_string()),
+            Display::Spice(o) => opt(a, "-spice", o.to_string()),
         }
         if let Some(v) = &self.vga {
-            a.push("-vga".into());
-            a.push(v.clone());
+            opt(a, "-vga", v.clone());
         }
         if let Some(k) = &self.keymap {
-            a.push("-k".into());
-            a.push(k.clone());
+            opt(a, "-k", k.clone());
         }
         if let Some(r) = &self.rtc {
-            a.push("-rtc".into());
-            a.push(r.to_string());
+            opt(a, "-rtc", r.to_string());
         }
         if let Some(k) = &self.kernel {
-            a.push("-kernel".into());
-            a.push(k.kernel.display().to_string());
+            opt(a, "-kernel", k.kernel.display().to_string());
             if let Some(i) = &k.initrd {
-                a.push("-initrd".into());
-                a.push(i.display().to_string());
+                opt(a, "-initrd", i.display().to_string());
             }
-            a.push("-append".into());
-            a.push(k.append.clone());
+            opt(a, "-append", k.append.clone());
         }
+    }
+
+    /// Objects, block nodes, netdevs, devices, audio, `-incoming`.
+    fn render_devices(&self, features: &Features, a: &mut Vec<String>) {
         for o in &self.objects {
-            a.push("-object".into());
-            a.push(o.to_string());
+            opt(a, "-object", o.to_string());
         }
         for b in &self.blockdevs {
-            a.push("-blockdev".into());
-            a.push(b.to_keyval());
+            opt(a, "-blockdev", b.to_keyval());
         }
         for n in &self.netdevs {
-            a.push("-netdev".into());
-            a.push(n.to_string());
+            opt(a, "-netdev", n.to_string());
         }
         for d in &self.devices {
-            a.push("-device".into());
-            a.push(d.to_string());
+            opt(a, "-device", d.to_string());
         }
         if let Some(audio) = &self.audio {
             if features.audio_option || !features.soundhw_option {
-                a.push("-audio".into());
-                a.push(
-                    Opts::pairs()
-                        .set("driver", &audio.driver)
-                        .set("model", &audio.model)
-                        .set("id", "soundhw")
-                        .to_string(),
-                );
+                let audio = Opts::pairs()
+                    .set("driver", &audio.driver)
+                    .set("model", &audio.model)
+                    .set("id", "soundhw");
+                opt(a, "-audio", audio.to_string());
             } else {
-                a.push("-soundhw".into());
-                a.push(audio.model.clone());
+                opt(a, "-soundhw", audio.model.clone());
             }
         }
         if let Some(i) = &self.incoming {
-            a.push("-incoming".into());
-            a.push(i.clone());
+            opt(a, "-incoming", i.clone());
         }
-        a.extend(self.extra.iter().cloned());
-        a
     }
 
     fn render_run_with(&self, features: &Features, a: &mut Vec<String>) {
@@ -394,4 +374,10 @@ pub fn host_port(addr: &str, port: impl std::fmt::Display) -> String {
     } else {
         format!("{addr}:{port}")
     }
+}
+
+/// Appends `flag value`.
+fn opt(a: &mut Vec<String>, flag: &str, value: String) {
+    a.push(flag.to_owned());
+    a.push(value);
 }
