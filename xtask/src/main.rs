@@ -528,7 +528,9 @@ fn install_missing(wanted: &[(&str, &str)]) -> Result<()> {
     }
 }
 
-fn run_e2e() -> Result<()> {
+/// What the e2e, fault and load suites need: packages, `ip`, the test
+/// guest and the debug binary.
+fn lab_ready() -> Result<Guest> {
     ensure_packages()?;
     install_missing(&[("ip", "iproute2")])?;
     let guest = guest()?;
@@ -536,6 +538,40 @@ fn run_e2e() -> Result<()> {
         "cargo build -p kvm-hypervisor-cli",
         cargo().args(["build", "--quiet", "-p", "kvm-hypervisor-cli"]),
     )?;
+    Ok(guest)
+}
+
+/// What a benchmark needs: packages, the test guest, the release binary.
+fn bench_ready() -> Result<Guest> {
+    ensure_packages()?;
+    let guest = guest()?;
+    run(
+        "cargo build --release -p kvm-hypervisor-cli",
+        cargo().args(["build", "--release", "--quiet", "-p", "kvm-hypervisor-cli"]),
+    )?;
+    Ok(guest)
+}
+
+/// Writes `dir/NAME.json`: the demo spec named `name` with a 64 MiB disk
+/// `dir/NAME.img`, as `adjust` leaves it.
+fn bench_spec(
+    g: &Guest,
+    dir: &Path,
+    name: &str,
+    adjust: impl FnOnce(&mut serde_json::Value),
+) -> Result<PathBuf> {
+    let disk = dir.join(format!("{name}.img"));
+    std::fs::File::create(&disk)?.set_len(64 << 20)?;
+    let mut spec = demo_spec(g, &disk);
+    spec["name"] = serde_json::json!(name);
+    adjust(&mut spec);
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&spec)?)?;
+    Ok(path)
+}
+
+fn run_e2e() -> Result<()> {
+    let guest = lab_ready()?;
     let accel = if kvm_can_boot() {
         "enabled"
     } else {
@@ -545,13 +581,7 @@ fn run_e2e() -> Result<()> {
 }
 
 fn run_faults() -> Result<()> {
-    ensure_packages()?;
-    install_missing(&[("ip", "iproute2")])?;
-    let guest = guest()?;
-    run(
-        "cargo build -p kvm-hypervisor-cli",
-        cargo().args(["build", "--quiet", "-p", "kvm-hypervisor-cli"]),
-    )?;
+    let guest = lab_ready()?;
     faults::faults(
         guest,
         root().join("target/debug/kvm-hypervisor"),
@@ -560,13 +590,7 @@ fn run_faults() -> Result<()> {
 }
 
 fn run_load() -> Result<()> {
-    ensure_packages()?;
-    install_missing(&[("ip", "iproute2")])?;
-    let guest = guest()?;
-    run(
-        "cargo build -p kvm-hypervisor-cli",
-        cargo().args(["build", "--quiet", "-p", "kvm-hypervisor-cli"]),
-    )?;
+    let guest = lab_ready()?;
     load::load(
         guest,
         root().join("target/debug/kvm-hypervisor"),
@@ -575,23 +599,14 @@ fn run_load() -> Result<()> {
 }
 
 fn bench_start() -> Result<()> {
-    ensure_packages()?;
-    let g = guest()?;
-    run(
-        "cargo build --release -p kvm-hypervisor-cli",
-        cargo().args(["build", "--release", "--quiet", "-p", "kvm-hypervisor-cli"]),
-    )?;
+    let g = bench_ready()?;
     let dir = bench_dir("start");
     let _ = std::fs::remove_dir_all(dir.join("run"));
     std::fs::create_dir_all(&dir)?;
-    let disk = dir.join("disk0.img");
-    std::fs::File::create(&disk)?.set_len(64 << 20)?;
-    let mut spec = demo_spec(&g, &disk);
-    spec["name"] = serde_json::json!("bench1");
     // The start is measured without the balloon's wait on free memory.
-    spec["min_memory"] = serde_json::json!(256);
-    let path = dir.join("bench1.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&spec)?)?;
+    let path = bench_spec(&g, &dir, "bench1", |spec| {
+        spec["min_memory"] = serde_json::json!(256);
+    })?;
     bench_start::bench_start(
         &root().join("target/release/kvm-hypervisor"),
         &path,
@@ -663,25 +678,16 @@ fn fuzz(executions: Option<String>) -> Result<()> {
 }
 
 fn bench_hotplug() -> Result<()> {
-    ensure_packages()?;
-    let g = guest()?;
-    run(
-        "cargo build --release -p kvm-hypervisor-cli",
-        cargo().args(["build", "--release", "--quiet", "-p", "kvm-hypervisor-cli"]),
-    )?;
+    let g = bench_ready()?;
     let dir = bench_dir("hotplug");
     let _ = std::fs::remove_dir_all(dir.join("run"));
     std::fs::create_dir_all(&dir)?;
-    let disk = dir.join("disk0.img");
-    std::fs::File::create(&disk)?.set_len(64 << 20)?;
-    let mut spec = demo_spec(&g, &disk);
-    spec["name"] = serde_json::json!("benchhp1");
-    // KVMH_BENCH_LEAN=1: a lean machine (no UHCI polling under TCG).
-    if std::env::var_os("KVMH_BENCH_LEAN").is_some() {
-        spec["hvparams"]["lean_machine"] = serde_json::json!(true);
-    }
-    let path = dir.join("benchhp1.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&spec)?)?;
+    let path = bench_spec(&g, &dir, "benchhp1", |spec| {
+        // KVMH_BENCH_LEAN=1: a lean machine (no UHCI polling under TCG).
+        if std::env::var_os("KVMH_BENCH_LEAN").is_some() {
+            spec["hvparams"]["lean_machine"] = serde_json::json!(true);
+        }
+    })?;
     bench_hotplug::bench_hotplug(
         &root().join("target/release/kvm-hypervisor"),
         &path,
@@ -692,31 +698,21 @@ fn bench_hotplug() -> Result<()> {
 }
 
 fn bench_migrate() -> Result<()> {
-    ensure_packages()?;
-    let g = guest()?;
-    run(
-        "cargo build --release -p kvm-hypervisor-cli",
-        cargo().args(["build", "--release", "--quiet", "-p", "kvm-hypervisor-cli"]),
-    )?;
+    let g = bench_ready()?;
     let dir = bench_dir("migrate");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let mut specs = Vec::new();
     for name in ["benchmig0", "benchmig1"] {
-        let disk = dir.join(format!("{name}.img"));
-        std::fs::File::create(&disk)?.set_len(64 << 20)?;
-        let mut spec = demo_spec(&g, &disk);
-        spec["name"] = serde_json::json!(name);
-        spec["min_memory"] = serde_json::json!(256);
-        // KVMH_BENCH_DIRTY=N: the guest rewrites N copies of busybox in
-        // RAM in a loop.
-        if let Some(n) = std::env::var("KVMH_BENCH_DIRTY").ok().filter(|n| n != "0") {
-            spec["hvparams"]["kernel_args"] =
-                serde_json::json!(format!("quiet panic=-1 glab.dirty={n}"));
-        }
-        let path = dir.join(format!("{name}.json"));
-        std::fs::write(&path, serde_json::to_string_pretty(&spec)?)?;
-        specs.push(path);
+        specs.push(bench_spec(&g, &dir, name, |spec| {
+            spec["min_memory"] = serde_json::json!(256);
+            // KVMH_BENCH_DIRTY=N: the guest rewrites N copies of busybox in
+            // RAM in a loop.
+            if let Some(n) = std::env::var("KVMH_BENCH_DIRTY").ok().filter(|n| n != "0") {
+                spec["hvparams"]["kernel_args"] =
+                    serde_json::json!(format!("quiet panic=-1 glab.dirty={n}"));
+            }
+        })?);
     }
     bench_migrate::bench_migrate(
         &root().join("target/release/kvm-hypervisor"),
