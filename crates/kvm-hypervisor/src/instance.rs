@@ -240,3 +240,8 @@ pub(crate) fn fault_point(step: &str, qemu: Option<i32>) {
         _ => {}
     }
 }
+
+/// The hvparams of a running instance, from its record.
+pub fn record_hvparams(record: &crate::state::RuntimeRecord) -> crate::hvparams::HvParams {
+    crate::hvparams::HvParams::parse(&record.hvparams).0
+}

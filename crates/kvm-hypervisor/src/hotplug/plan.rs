@@ -10,7 +10,7 @@ use serde_json::{Value as Json, json};
 
 use super::HotplugError;
 use crate::devices::{DiskDevice, NicDevice, OpenDisk, Plug, device_id};
-use crate::hvparams::{DiskType, HvParams};
+use crate::hvparams::DiskType;
 use crate::launch::plan::PlanEnv;
 use crate::net::{NicConfig, TapOptions};
 use crate::spec::{DiskSpec, InstanceSpec, NicSpec, SpecProblems};
@@ -86,10 +86,7 @@ pub struct NicAddPlan {
     pub record: NicRecord,
 }
 
-/// The hvparams of a running instance, from its record.
-pub fn record_hvparams(record: &RuntimeRecord) -> HvParams {
-    HvParams::parse(&record.hvparams).0
-}
+pub use crate::instance::record_hvparams;
 
 pub(super) fn not_supported(record: &RuntimeRecord, reason: impl Into<String>) -> HotplugError {
     HotplugError::NotSupported {

@@ -440,35 +440,10 @@ pub async fn migrate_watch(
         check_tls_creds(dir, "client")?;
     }
     let inst = Instance::open(node, name, LOCK_WAIT, MONITOR_WAIT).await?;
-    let hv = crate::hotplug::record_hvparams(&inst.record);
+    let hv = crate::instance::record_hvparams(&inst.record);
     let q = &inst.qmp;
-    if let Some(dir) = &opts.tls_creds {
-        // A previous TLS migration's object, if one was left.
-        let _ = q.execute(ObjectDel::new(TLS_ID)).await;
-        q.execute(tls_object(dir, "client"))
-            .await
-            .map_err(qmp_err(name))?;
-    }
-    let caps = capabilities(hv.migration_cap_list(), opts.postcopy);
-    q.execute(MigrateSetCapabilities::new(
-        caps.iter().map(|c| (c.clone(), true)),
-    ))
-    .await
-    .map_err(qmp_err(name))?;
-    let bytes = u64::try_from(hv.migration_bandwidth())
-        .unwrap_or(32)
-        .saturating_mul(1024 * 1024);
-    let params = MigrateSetParameters {
-        max_bandwidth: Some(bytes),
-        max_postcopy_bandwidth: opts.postcopy.then_some(bytes),
-        downtime_limit: u64::try_from(hv.migration_downtime()).ok(),
-        tls_creds: opts.tls_creds.as_ref().map(|_| TLS_ID.to_owned()),
-        ..MigrateSetParameters::default()
-    };
-    q.execute(params).await.map_err(qmp_err(name))?;
-    if opts.offline {
-        q.execute(qmp_protocol::Stop).await.map_err(qmp_err(name))?;
-    }
+    let downtime = u64::try_from(hv.migration_downtime()).unwrap_or(0);
+    set_up_source(q, name, &hv, &opts, downtime).await?;
     // Listen before sending, so the end is never missed.
     let mut events = q.listen(EventFilter::new("MIGRATION").or_event("STOP"));
     let mut passes = q.listen(EventFilter::new("MIGRATION_PASS"));
@@ -490,7 +465,6 @@ pub async fn migrate_watch(
     };
     let mut switched = false;
     let mut clock = EventClock::default();
-    let downtime = u64::try_from(hv.migration_downtime()).unwrap_or(0);
     let mut policy = Convergence::new(opts.converge, downtime);
     let mut decisions = Vec::new();
     let mut gave_up = None;
@@ -532,27 +506,10 @@ pub async fn migrate_watch(
                     }
                     let Some(ram) = info.ram else { continue };
                     let decision = policy.after_pass(ram.remaining);
-                    match decision {
-                        Decision::Wait => continue,
-                        Decision::RaiseDowntime { from_ms, to_ms } => {
-                            tracing::info!(instance = name, from_ms, to_ms, remaining = ram.remaining, "not converging: downtime limit raised");
-                            let raise = MigrateSetParameters {
-                                downtime_limit: Some(to_ms),
-                                ..MigrateSetParameters::default()
-                            };
-                            q.execute(raise).await.map_err(qmp_err(name))?;
-                        }
-                        Decision::NotConverging { best_remaining, downtime_ms } => {
-                            tracing::warn!(instance = name, best_remaining, downtime_ms, passes = ram.dirty_sync_count, "not converging: cancelled");
-                            q.execute(MigrateCancel).await.map_err(qmp_err(name))?;
-                            gave_up = Some(MigrationError::NotConverging {
-                                name: name.to_owned(),
-                                passes: ram.dirty_sync_count,
-                                best_remaining,
-                                downtime_ms,
-                            });
-                        }
+                    if decision == Decision::Wait {
+                        continue;
                     }
+                    gave_up = act_on(q, name, decision, &ram).await?;
                     decisions.push(decision);
                 }
                 Err(QmpError::EventTimeout { .. }) => return Err(timeout()),
@@ -577,6 +534,92 @@ pub async fn migrate_watch(
     }
     tracing::info!(instance = name, total_ms = ?p.total_time_ms, downtime_ms = ?p.downtime_ms, postcopy = switched, "migrated");
     Ok(p)
+}
+
+/// The source's settings before `migrate`: TLS credentials, capabilities,
+/// bandwidth and downtime limit (Ganeti's), and `stop` when offline.
+async fn set_up_source(
+    q: &qmp_protocol::Client,
+    name: &str,
+    hv: &crate::hvparams::HvParams,
+    opts: &MigrateOptions,
+    downtime_ms: u64,
+) -> Result<(), MigrationError> {
+    if let Some(dir) = &opts.tls_creds {
+        // A previous TLS migration's object, if one was left.
+        let _ = q.execute(ObjectDel::new(TLS_ID)).await;
+        q.execute(tls_object(dir, "client"))
+            .await
+            .map_err(qmp_err(name))?;
+    }
+    let caps = capabilities(hv.migration_cap_list(), opts.postcopy);
+    q.execute(MigrateSetCapabilities::new(
+        caps.into_iter().map(|c| (c, true)),
+    ))
+    .await
+    .map_err(qmp_err(name))?;
+    let bytes = u64::try_from(hv.migration_bandwidth())
+        .unwrap_or(32)
+        .saturating_mul(1024 * 1024);
+    let params = MigrateSetParameters {
+        max_bandwidth: Some(bytes),
+        max_postcopy_bandwidth: opts.postcopy.then_some(bytes),
+        downtime_limit: Some(downtime_ms),
+        tls_creds: opts.tls_creds.as_ref().map(|_| TLS_ID.to_owned()),
+        ..MigrateSetParameters::default()
+    };
+    q.execute(params).await.map_err(qmp_err(name))?;
+    if opts.offline {
+        q.execute(qmp_protocol::Stop).await.map_err(qmp_err(name))?;
+    }
+    Ok(())
+}
+
+/// Carries out a convergence decision; giving up cancels the migration
+/// and returns the error to end with once QEMU says it is cancelled.
+async fn act_on(
+    q: &qmp_protocol::Client,
+    name: &str,
+    decision: Decision,
+    ram: &qmp_protocol::MigrationStats,
+) -> Result<Option<MigrationError>, MigrationError> {
+    match decision {
+        Decision::Wait => Ok(None),
+        Decision::RaiseDowntime { from_ms, to_ms } => {
+            tracing::info!(
+                instance = name,
+                from_ms,
+                to_ms,
+                remaining = ram.remaining,
+                "not converging: downtime limit raised"
+            );
+            let raise = MigrateSetParameters {
+                downtime_limit: Some(to_ms),
+                ..MigrateSetParameters::default()
+            };
+            q.execute(raise).await.map_err(qmp_err(name))?;
+            Ok(None)
+        }
+        Decision::NotConverging {
+            best_remaining,
+            downtime_ms,
+        } => {
+            tracing::warn!(
+                instance = name,
+                best_remaining,
+                downtime_ms,
+                passes = ram.dirty_sync_count,
+                "not converging: cancelled"
+            );
+            q.execute(MigrateCancel).await.map_err(qmp_err(name))?;
+            Ok(Some(MigrationError::NotConverging {
+                name: name.to_owned(),
+                passes: ram.dirty_sync_count,
+                best_remaining,
+                downtime_ms,
+            }))
+        }
+    }
 }
 
 /// The source's migration events' own timestamps: QEMU's first
@@ -739,7 +782,7 @@ async fn route_nics(node: &Node, name: &str) -> Result<(), MigrationError> {
 /// holds it paused.
 async fn resume(node: &Node, name: &str) -> Result<(), MigrationError> {
     let inst = Instance::open(node, name, LOCK_WAIT, MONITOR_WAIT).await?;
-    let hv = crate::hotplug::record_hvparams(&inst.record);
+    let hv = crate::instance::record_hvparams(&inst.record);
     let off = capabilities(hv.migration_cap_list(), true)
         .into_iter()
         .map(|c| (c, false));
