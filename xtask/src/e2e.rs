@@ -14,7 +14,11 @@ use crate::Guest;
 
 /// Everything one run created; removed on drop, whatever happened.
 pub(crate) struct Lab {
+    /// Node A's network namespace (run directory `run`).
     pub(crate) ns: String,
+    /// Node B's network namespace (run directory `run-b`), joined to A by
+    /// a veth pair: [`NODE_A`]/[`NODE_B`], [`NODE_A6`]/[`NODE_B6`].
+    pub(crate) ns_b: String,
     pub(crate) dir: PathBuf,
     pub(crate) bin: PathBuf,
     guest: Guest,
@@ -26,10 +30,10 @@ impl Drop for Lab {
     /// the migration scenarios' node B (`run-b`), then removes the
     /// namespace and the directory.
     fn drop(&mut self) {
-        for run in ["run", "run-b"] {
+        for (ns, run) in [(&self.ns, "run"), (&self.ns_b, "run-b")] {
             let node = |args: &[&str]| {
                 Command::new("ip")
-                    .args(["netns", "exec", &self.ns])
+                    .args(["netns", "exec", ns])
                     .arg(&self.bin)
                     .arg("--run-dir")
                     .arg(self.dir.join(run))
@@ -51,7 +55,9 @@ impl Drop for Lab {
                 let _ = node(&["cleanup", &n]);
             }
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        for ns in [&self.ns, &self.ns_b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -111,6 +117,14 @@ impl Lab {
     pub(crate) fn in_ns(&self, args: &[&str]) -> Result<Output> {
         Ok(Command::new("ip")
             .args(["netns", "exec", &self.ns])
+            .args(args)
+            .output()?)
+    }
+
+    /// A command in node B's namespace.
+    pub(crate) fn in_ns_b(&self, args: &[&str]) -> Result<Output> {
+        Ok(Command::new("ip")
+            .args(["netns", "exec", &self.ns_b])
             .args(args)
             .output()?)
     }
@@ -234,16 +248,30 @@ fn step(what: &str) {
     println!("e2e: {what}");
 }
 
+/// Node A's address on the link between the two nodes.
+pub(crate) const NODE_A: &str = "192.0.2.129";
+/// Node B's address on the link between the two nodes.
+pub(crate) const NODE_B: &str = "192.0.2.130";
+/// Node A's IPv6 address on the link between the two nodes.
+pub(crate) const NODE_A6: &str = "2001:db8:1::1";
+/// Node B's IPv6 address on the link between the two nodes.
+pub(crate) const NODE_B6: &str = "2001:db8:1::2";
+
 impl Lab {
-    /// A lab named `kvmhv-TAG-PID`: a network namespace with a bridge
-    /// (`kvmhvbr0`, 192.0.2.1/24) and a directory under `target/`; both
-    /// removed when the lab is dropped.
+    /// A lab named `kvmhv-TAG-PID`: two network namespaces as two nodes,
+    /// A (`kvmhv-TAG-PID`) and B (`…-b`), each with its own bridge
+    /// (`kvmhvbr0`, 192.0.2.1/24, the guests' side) and joined by a veth
+    /// pair `kvmhvlink` (192.0.2.129/30 and .130, 2001:db8:1::1 and ::2),
+    /// and a directory under `target/`; all removed when the lab is
+    /// dropped.
     pub(crate) fn new(tag: &str, guest: Guest, bin: PathBuf, accel: &'static str) -> Result<Lab> {
         let ns = format!("kvmhv-{tag}-{}", std::process::id());
+        let ns_b = format!("{ns}-b");
         let dir = crate::root().join(format!("target/{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let lab = Lab {
             ns: ns.clone(),
+            ns_b: ns_b.clone(),
             dir,
             bin,
             guest,
@@ -254,17 +282,58 @@ impl Lab {
             ensure!(st.success(), "ip {} failed", args.join(" "));
             Ok(())
         };
-        sh(&["netns", "add", &ns])?;
-        sh(&["-n", &ns, "link", "set", "lo", "up"])?;
-        sh(&["-n", &ns, "link", "add", "kvmhvbr0", "type", "bridge"])?;
-        sh(&["-n", &ns, "addr", "add", "192.0.2.1/24", "dev", "kvmhvbr0"])?;
-        sh(&["-n", &ns, "link", "set", "kvmhvbr0", "up"])?;
+        for ns in [&ns, &ns_b] {
+            sh(&["netns", "add", ns])?;
+            sh(&["-n", ns, "link", "set", "lo", "up"])?;
+            sh(&["-n", ns, "link", "add", "kvmhvbr0", "type", "bridge"])?;
+            sh(&["-n", ns, "addr", "add", "192.0.2.1/24", "dev", "kvmhvbr0"])?;
+            sh(&["-n", ns, "link", "set", "kvmhvbr0", "up"])?;
+        }
+        sh(&[
+            "-n",
+            &ns,
+            "link",
+            "add",
+            "kvmhvlink",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "kvmhvlink",
+            "netns",
+            &ns_b,
+        ])?;
+        for (ns, v4, v6) in [(&ns, NODE_A, NODE_A6), (&ns_b, NODE_B, NODE_B6)] {
+            sh(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v4}/30"),
+                "dev",
+                "kvmhvlink",
+            ])?;
+            sh(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                "kvmhvlink",
+                "nodad",
+            ])?;
+            sh(&["-n", ns, "link", "set", "kvmhvlink", "up"])?;
+        }
         Ok(lab)
     }
 }
 
 pub(crate) fn e2e(guest: Guest, bin: PathBuf, accel: &'static str) -> Result<()> {
     let lab = Lab::new("e2e", guest, bin, accel)?;
+    if std::env::var("KVMH_E2E_ONLY").as_deref() == Ok("migration") {
+        return crate::e2e_migration::scenarios(&lab);
+    }
 
     step("start with a disk and a bridged NIC, CPU pinned to CPU 0");
     let spec = lab.spec("e2e1", true, json!({"cpu_mask": "0"}))?;

@@ -1,5 +1,7 @@
-//! End-to-end live migration: two nodes (two run directories) in the lab's
-//! network namespace, the guest's disk on storage both see. The guest keeps
+//! End-to-end live migration between the lab's two nodes: two network
+//! namespaces joined by a veth pair, each with its own bridge and run
+//! directory, the guest's disk on storage both see (a file both open, as
+//! Ganeti's `sharedfile`). The guest keeps
 //! a marker in RAM; after the migration it is read back over the serial
 //! console on the new node, and a disk hot-added before sits at the same
 //! PCI address there.
@@ -10,16 +12,16 @@ use std::process::{Command, Output};
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 
-use crate::e2e::{Console, Lab, last_json, leftover_files};
+use crate::e2e::{Console, Lab, NODE_A, NODE_B, NODE_B6, last_json, leftover_files};
 
 fn step(what: &str) {
     eprintln!("e2e migration: {what}");
 }
 
-/// The binary on node B (its own run directory).
+/// The binary on node B (its own namespace and run directory).
 fn on_b(lab: &Lab, args: &[&str]) -> Result<Output> {
     Ok(Command::new("ip")
-        .args(["netns", "exec", &lab.ns])
+        .args(["netns", "exec", &lab.ns_b])
         .arg(&lab.bin)
         .arg("--run-dir")
         .arg(lab.dir.join("run-b"))
@@ -54,7 +56,7 @@ fn placement_of(info: &Value, kind: &str, uuid: &str) -> Option<String> {
 
 pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
     step(
-        "precopy A -> B over IPv6 of a running guest with a hot-added disk and NIC: the RAM marker, both PCI addresses and the NIC's link come along, A is left empty",
+        "precopy A -> B over IPv6 of a running guest with a hot-added disk and NIC: the RAM marker, both PCI addresses come along, the NIC answers ping from B's bridge, A is left empty",
     );
     let spec = lab.spec("mig1", false, json!({}))?;
     lab.start(&spec)?;
@@ -83,7 +85,7 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
             "accept",
             info_file.to_str().context("utf-8")?,
             "--listen",
-            "[::1]:4444",
+            &format!("[{NODE_B6}]:4444"),
         ],
     )?;
     let incoming: Value = serde_json::from_str(&ok_b(lab, &["info", "mig1", "--json"])?)?;
@@ -95,7 +97,7 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
         "migrate",
         "mig1",
         "--target",
-        "[::1]:4444",
+        &format!("[{NODE_B6}]:4444"),
         "--wait",
         "300",
         "--json",
@@ -130,10 +132,10 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
         placement_of(&on_b_info, "nic", nic_uuid).as_deref() == Some(nic_at.as_str()),
         "the hot-added NIC moved: A had it at {nic_at}, B has {on_b_info}"
     );
-    let ping = lab.in_ns(&["busybox", "ping", "-c", "3", "-W", "5", "192.0.2.2"])?;
+    let ping = lab.in_ns_b(&["busybox", "ping", "-c", "3", "-W", "5", "192.0.2.2"])?;
     ensure!(
         ping.status.success(),
-        "the guest does not answer ping on B: {}",
+        "the guest does not answer ping from B's bridge: {}",
         String::from_utf8_lossy(&ping.stdout)
     );
     let mut console = Console::attach(&lab.dir.join("run-b/ctrl/mig1.serial"))?;
@@ -158,7 +160,7 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
         "accept",
         info_path,
         "--listen",
-        "127.0.0.1:4447",
+        &format!("{NODE_A}:4447"),
         "--postcopy",
     ])?;
     let done: Value = last_json(&ok_b(
@@ -167,7 +169,7 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
             "migrate",
             "mig1",
             "--target",
-            "127.0.0.1:4447",
+            &format!("{NODE_A}:4447"),
             "--postcopy",
             "--wait",
             "300",
@@ -221,9 +223,24 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
     let mut with_nic: Value = serde_json::from_str(&std::fs::read_to_string(&spec)?)?;
     with_nic["nics"] = json!([{"mode": "routed", "ip": "192.0.2.3"}]);
     std::fs::write(&spec, with_nic.to_string())?;
+    let route_in = |out: Output| String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let route = || -> Result<String> {
-        let out = lab.in_ns(&["ip", "-o", "route", "show", "192.0.2.3"])?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        Ok(route_in(lab.in_ns(&[
+            "ip",
+            "-o",
+            "route",
+            "show",
+            "192.0.2.3",
+        ])?))
+    };
+    let route_b = || -> Result<String> {
+        Ok(route_in(lab.in_ns_b(&[
+            "ip",
+            "-o",
+            "route",
+            "show",
+            "192.0.2.3",
+        ])?))
     };
     lab.start(&spec)?;
     let via_a = route()?;
@@ -240,22 +257,22 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
         "accept",
         info_path,
         "--listen",
-        "127.0.0.1:4448",
+        &format!("{NODE_B}:4448"),
         "--tls-creds",
         tls_s,
     ];
     ok_b(lab, &accept)?;
     ensure!(
-        route()? == via_a,
-        "accept moved the route before the migration: {:?}",
-        route()?
+        route()? == via_a && route_b()?.is_empty(),
+        "accept routed the IP on B before the migration: {:?}",
+        route_b()?
     );
     let migrate = |creds: &str| {
         lab.kvmh(&[
             "migrate",
             "mig4",
             "--target",
-            "127.0.0.1:4448",
+            &format!("{NODE_B}:4448"),
             "--tls-creds",
             creds,
             "--wait",
@@ -285,18 +302,22 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
     ok_b(lab, &accept)?;
     let done: Value = last_json(&String::from_utf8_lossy(&migrate(tls_s)?.stdout))?;
     ensure!(done["status"] == "completed", "TLS migration: {done}");
-    ensure!(route()? == via_a, "the route moved before finalize-target");
-    ok_b(lab, &["finalize-target", "mig4", "--success"])?;
-    let via_b = route()?;
     ensure!(
-        via_b.contains("dev ") && via_b != via_a,
-        "the route after finalize-target: {via_b:?} (A's: {via_a:?})"
+        route()? == via_a && route_b()?.is_empty(),
+        "the route moved before finalize-target"
+    );
+    ok_b(lab, &["finalize-target", "mig4", "--success"])?;
+    let via_b = route_b()?;
+    ensure!(
+        via_b.contains("dev "),
+        "no route on B after finalize-target: {via_b:?}"
     );
     lab.ok(&["finalize-source", "mig4", "--success"])?;
     ensure!(
-        route()? == via_b,
-        "finalize-source touched B's route: {:?}",
-        route()?
+        route()?.is_empty() && route_b()? == via_b,
+        "after finalize-source: A routes {:?}, B {:?}",
+        route()?,
+        route_b()?
     );
     let mut console = Console::attach(&lab.dir.join("run-b/ctrl/mig4.serial"))?;
     let mark = console.run("cat /tmp/mark")?;
@@ -321,12 +342,15 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
     let info_file = lab.dir.join("mig5.migration-info");
     std::fs::write(&info_file, lab.ok(&["migration-info", "mig5"])?)?;
     let info_path = info_file.to_str().context("utf-8")?;
-    ok_b(lab, &["accept", info_path, "--listen", "127.0.0.1:4449"])?;
+    ok_b(
+        lab,
+        &["accept", info_path, "--listen", &format!("{NODE_B}:4449")],
+    )?;
     let done: Value = last_json(&lab.ok(&[
         "migrate",
         "mig5",
         "--target",
-        "127.0.0.1:4449",
+        &format!("{NODE_B}:4449"),
         "--offline",
         "--wait",
         "300",
@@ -366,12 +390,15 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
     let info_file = lab.dir.join("mig6.migration-info");
     std::fs::write(&info_file, lab.ok(&["migration-info", "mig6"])?)?;
     let info_path = info_file.to_str().context("utf-8")?;
-    ok_b(lab, &["accept", info_path, "--listen", "127.0.0.1:4450"])?;
+    ok_b(
+        lab,
+        &["accept", info_path, "--listen", &format!("{NODE_B}:4450")],
+    )?;
     let out = lab.kvmh(&[
         "migrate",
         "mig6",
         "--target",
-        "127.0.0.1:4450",
+        &format!("{NODE_B}:4450"),
         "--wait",
         "300",
         "--converge-passes",
@@ -403,7 +430,7 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
             "accept",
             info_path,
             "--listen",
-            "127.0.0.1:4451",
+            &format!("{NODE_B}:4451"),
             "--postcopy",
         ],
     )?;
@@ -411,7 +438,7 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
         "migrate",
         "mig6",
         "--target",
-        "127.0.0.1:4451",
+        &format!("{NODE_B}:4451"),
         "--postcopy",
         "--wait",
         "300",
@@ -468,7 +495,7 @@ fn failed_migration(
     let mut console = lab.boot(name)?;
     let info_file = lab.dir.join(format!("{name}.migration-info"));
     std::fs::write(&info_file, lab.ok(&["migration-info", name])?)?;
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("{NODE_B}:{port}");
     ok_b(
         lab,
         &[
@@ -499,8 +526,8 @@ fn failed_migration(
 }
 
 /// A CA and a server and a client certificate signed by it, in `dir`, as
-/// QEMU's `tls-creds-x509` reads them (the server's names 127.0.0.1, ::1
-/// and localhost).
+/// QEMU's `tls-creds-x509` reads them (the server's names are both nodes'
+/// addresses and localhost).
 fn make_tls(dir: &std::path::Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let openssl = |args: &[&str]| -> Result<()> {
@@ -534,7 +561,7 @@ fn make_tls(dir: &std::path::Path) -> Result<PathBuf> {
     for (who, ext) in [
         (
             "server",
-            "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+            "subjectAltName=IP:192.0.2.129,IP:192.0.2.130,IP:2001:db8:1::1,IP:2001:db8:1::2,DNS:localhost\nextendedKeyUsage=serverAuth\n",
         ),
         ("client", "extendedKeyUsage=clientAuth\n"),
     ] {

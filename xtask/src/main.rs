@@ -28,7 +28,8 @@ tasks:
          docs -D warnings
   demo   the main job: validate and show the bundled demo instance spec
   e2e    the end-to-end scenarios: the real binary and a real guest inside a
-         network namespace (root); part of `ci`
+         network namespace (root); part of `ci` (KVMH_E2E_ONLY=migration:
+         only the migration scenarios)
   faults fault injection: the CLI killed, QEMU killed or stopped at each
          step boundary of start, stop, reboot and hotplug, and a full run
          directory; after each, info tells the truth, the next command
