@@ -378,7 +378,7 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
     );
 
     step(
-        "a guest that rewrites its RAM faster than the link: the convergence policy raises the downtime limit, then cancels, with the figures, and the guest goes on on A; then it moves in postcopy",
+        "a guest that rewrites its RAM faster than the link: the convergence policy raises the downtime limit, then cancels, with the figures, and the guest goes on on A; then, allowed postcopy when stalled, the policy switches and it moves, its decisions visible to migration-status",
     );
     let spec = lab.spec(
         "mig6",
@@ -440,13 +440,36 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
         "--target",
         &format!("{NODE_B}:4451"),
         "--postcopy",
+        "--postcopy-switch",
+        "stalled",
+        "--converge-passes",
+        "2",
+        "--downtime-max",
+        "60",
         "--wait",
         "300",
         "--json",
     ])?)?;
+    let kinds: Vec<&str> = done["decisions"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|d| d["decision"].as_str()).collect())
+        .unwrap_or_default();
     ensure!(
-        done["status"] == "completed" && done["switched_to_postcopy"] == true,
-        "postcopy of the rewriting guest: {done}"
+        done["status"] == "completed"
+            && done["switched_to_postcopy"] == true
+            && kinds == ["raise-downtime", "switch-to-postcopy"]
+            && done["decisions"][1]["downtime_ms"] == 60,
+        "postcopy of the rewriting guest when stalled: {done}"
+    );
+    eprintln!("e2e migration:   decisions {}", done["decisions"]);
+    // Another process sees the same: the target and the decisions.
+    let status: Value = serde_json::from_str(&lab.ok(&["migration-status", "mig6"])?)?;
+    ensure!(
+        status["status"] == "completed"
+            && status["decisions"] == done["decisions"]
+            && status["target"] == format!("{NODE_B}:4451")
+            && status["switched_to_postcopy"] == true,
+        "migration-status on A after the migration: {status}"
     );
     ok_b(lab, &["finalize-target", "mig6", "--success"])?;
     lab.ok(&["finalize-source", "mig6", "--success"])?;

@@ -135,6 +135,17 @@ str_enum! {
 }
 
 str_enum! {
+    /// `migration_postcopy_switch` (ours): when a migration allowed
+    /// postcopy switches to it.
+    PostcopySwitch {
+        /// once the first full pass over RAM is done (Ganeti's)
+        FirstPass = "first-pass",
+        /// only when precopy cannot converge
+        Stalled = "stalled",
+    }
+}
+
+str_enum! {
     /// `security_model`: which user QEMU runs as.
     SecurityModel {
         /// as the caller (root)

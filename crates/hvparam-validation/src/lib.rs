@@ -53,8 +53,8 @@ pub use check::{SERIAL_SPEEDS, is_norm_abs_path};
 pub use cpumask::{CpuMask, CpuMaskError, CpuSet, MAX_CPU_ID};
 pub use enums::{
     BootOrder, DiskAio, DiskCache, DiskDiscard, DiskType, KvmFlag, MigrationMode, NicType,
-    RebootBehavior, ScsiControllerType, SecurityModel, SpiceImageCompression, SpiceStreamingVideo,
-    SpiceWanCompression, UsbMouse,
+    PostcopySwitch, RebootBehavior, ScsiControllerType, SecurityModel, SpiceImageCompression,
+    SpiceStreamingVideo, SpiceWanCompression, UsbMouse,
 };
 pub use host::{
     FactsWanted, HostFacts, MISSING_QEMU_CAPS, PathKind, QemuFacts, Unchecked, Validation,

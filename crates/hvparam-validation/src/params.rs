@@ -313,10 +313,22 @@ hvparams! {
     sandbox: bool => bool = true, false, Rule::None, Instance;
     /// Our extension, not Ganeti's: a lean machine without the legacy devices every Ganeti guest has (the empty floppy drive, the parallel port, the empty IDE CD-ROM, and the UHCI unless USB devices are asked for). Guest-visible: such an instance cannot move to Ganeti's KVM layer unnoticed.
     lean_machine: bool => bool = false, false, Rule::None, Instance;
+    /// Our extension, not Ganeti's: passes over RAM in a row without progress before a live migration's convergence policy acts (raises the downtime limit; at its ceiling, switches to postcopy or gives up); 0 turns the policy off.
+    migration_converge_passes: i64 => i64 = 3, false, Rule::NonNegative, Instance;
+    /// Our extension, not Ganeti's: the highest downtime limit, in ms, the convergence policy raises `migration_downtime` to (QEMU's own default limit).
+    migration_downtime_max: i64 => i64 = 300, false, Rule::NonNegative, Instance;
+    /// Our extension, not Ganeti's: when a migration allowed postcopy (`postcopy-ram` in `migration_caps`, or `--postcopy`) switches: `first-pass` once the first full pass over RAM is done (Ganeti's), `stalled` only when the convergence policy cannot make precopy converge.
+    migration_postcopy_switch: Required<PostcopySwitch> => PostcopySwitch = Required(PostcopySwitch::FirstPass), true, Rule::None, Instance;
 }
 
 /// Parameters of ours, not Ganeti's (at the end of the table).
-pub const EXTENSIONS: &[&str] = &["sandbox", "lean_machine"];
+pub const EXTENSIONS: &[&str] = &[
+    "sandbox",
+    "lean_machine",
+    "migration_converge_passes",
+    "migration_downtime_max",
+    "migration_postcopy_switch",
+];
 
 /// Every KVM hvparam, in Ganeti's order, then our extensions.
 pub fn params() -> &'static [ParamDef] {

@@ -63,9 +63,12 @@ fn table_has_every_ganeti_kvm_hvparam_and_our_extension() {
         .iter()
         .filter(|p| p.is_ganeti())
         .count();
-    assert_eq!((ganeti, hvparam_validation::params().len()), (65, 67));
-    assert_eq!(hvparam_validation::params()[65].name(), "sandbox");
-    assert_eq!(hvparam_validation::params()[66].name(), "lean_machine");
+    assert_eq!((ganeti, hvparam_validation::params().len()), (65, 70));
+    let ours: Vec<&str> = hvparam_validation::params()[65..]
+        .iter()
+        .map(|p| p.name())
+        .collect();
+    assert_eq!(ours, hvparam_validation::EXTENSIONS);
 }
 
 #[test]
@@ -82,7 +85,10 @@ fn table_starts_and_ends_in_ganeti_order() {
             "kvm_pci_reservations",
             "vnet_hdr",
             "sandbox",
-            "lean_machine"
+            "lean_machine",
+            "migration_converge_passes",
+            "migration_downtime_max",
+            "migration_postcopy_switch"
         ]
     );
 }

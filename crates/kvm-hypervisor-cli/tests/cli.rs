@@ -144,9 +144,15 @@ fn params_json_lists_every_hvparam_with_ganetis_default() {
     assert_eq!(out.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let list = v.as_array().expect("array");
-    assert_eq!(list.len(), 67);
+    assert_eq!(list.len(), 70);
     assert_eq!(list.iter().filter(|p| p["ganeti"] == true).count(), 65);
     assert_eq!(list[65]["name"], "sandbox");
+    assert_eq!(list[69]["name"], "migration_postcopy_switch");
+    assert_eq!(list[69]["ganeti"], false);
+    assert_eq!(
+        list[69]["allowed"],
+        serde_json::json!(["first-pass", "stalled"])
+    );
     let find = |name: &str| list.iter().find(|p| p["name"] == name).expect(name).clone();
     assert_eq!(find("migration_port")["default"], 8102);
     assert_eq!(find("kvm_path")["default"], "/usr/bin/kvm");

@@ -230,6 +230,12 @@ impl RunDir {
     pub fn runtime_file(&self, name: &str) -> PathBuf {
         self.root.join("conf").join(format!("{name}.runtime"))
     }
+    /// `conf/<name>.migration`: the source's outgoing migration (target,
+    /// policy, decisions), for `migration-status` and `migrate-cancel` from
+    /// another process (our addition).
+    pub fn migration_file(&self, name: &str) -> PathBuf {
+        self.root.join("conf").join(format!("{name}.migration"))
+    }
     /// `conf/<name>.lock`: the per-instance lock (our addition).
     pub fn lock_file(&self, name: &str) -> PathBuf {
         self.root.join("conf").join(format!("{name}.lock"))
@@ -342,6 +348,7 @@ impl RunDir {
             self.runtime_file(name),
             self.lock_file(name),
             self.intent_file(name),
+            self.migration_file(name),
             self.qemu_log(name),
             self.console_log(name),
             self.shutdown_flag(name),
@@ -375,6 +382,7 @@ impl RunDir {
             remove_file(&mut done, self.runtime_file(name))?;
         }
         remove_file(&mut done, self.intent_file(name))?;
+        remove_file(&mut done, self.migration_file(name))?;
         remove_file(&mut done, self.qemu_log(name))?;
         remove_file(&mut done, self.console_log(name))?;
         for suffix in CTRL_SUFFIXES {

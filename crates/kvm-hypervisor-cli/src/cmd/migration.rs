@@ -101,11 +101,17 @@ pub(crate) struct MigrateArgs {
     /// and status change, then the result's).
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "600")]
     wait: Option<u64>,
-    /// Allow postcopy (the target accepted with `--postcopy`): with
-    /// `--wait`, switch once the first full pass over RAM is done;
-    /// otherwise `migrate-postcopy` switches.
+    /// Allow postcopy (the target accepted with `--postcopy`; also allowed
+    /// by `postcopy-ram` in `migration_caps`): with `--wait`, switch as
+    /// `--postcopy-switch` says; otherwise `migrate-postcopy` switches.
     #[arg(long)]
     postcopy: bool,
+    /// With `--wait` and postcopy allowed: switch once the first full pass
+    /// over RAM is done (`first-pass`, Ganeti's), or only when precopy
+    /// cannot converge (`stalled`) [default: the hvparam
+    /// `migration_postcopy_switch`, first-pass]
+    #[arg(long, value_name = "WHEN", value_parser = ["first-pass", "stalled"])]
+    postcopy_switch: Option<String>,
     /// Migrate over TLS: a directory with `ca-cert.pem`, `client-cert.pem`
     /// and `client-key.pem`; the target's certificate must name the
     /// target's address.
@@ -116,13 +122,16 @@ pub(crate) struct MigrateArgs {
     #[arg(long, conflicts_with = "postcopy")]
     offline: bool,
     /// With `--wait`: passes in a row without progress before the
-    /// convergence policy raises the downtime limit (0: off).
-    #[arg(long, value_name = "N", default_value_t = migration::ConvergencePolicy::default().stall_passes)]
-    converge_passes: u32,
+    /// convergence policy raises the downtime limit (0: off) [default: the
+    /// hvparam `migration_converge_passes`, 3]
+    #[arg(long, value_name = "N")]
+    converge_passes: Option<u32>,
     /// With `--wait`: the highest downtime limit the policy raises to (ms);
-    /// past it the migration is cancelled as not converging.
-    #[arg(long, value_name = "MS", default_value_t = migration::ConvergencePolicy::default().downtime_max_ms)]
-    downtime_max: u64,
+    /// past it the migration switches to postcopy (`--postcopy-switch
+    /// stalled`) or is cancelled as not converging [default: the hvparam
+    /// `migration_downtime_max`, 300]
+    #[arg(long, value_name = "MS")]
+    downtime_max: Option<u64>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -136,10 +145,12 @@ impl MigrateArgs {
             .postcopy(self.postcopy)
             .tls_creds(self.tls_creds)
             .offline(self.offline)
-            .converge(migration::ConvergencePolicy {
-                stall_passes: self.converge_passes,
-                downtime_max_ms: self.downtime_max,
-            });
+            .converge(
+                migration::PolicyOverrides::default()
+                    .stall_passes(self.converge_passes)
+                    .downtime_max_ms(self.downtime_max)
+                    .postcopy_switch(self.postcopy_switch.as_deref().and_then(|w| w.parse().ok())),
+            );
         // Following it: JSON lines with --json, a progress line on a
         // terminal otherwise.
         let (json, name) = (self.json, self.name.as_str());

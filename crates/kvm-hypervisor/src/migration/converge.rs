@@ -5,36 +5,120 @@
 //! `stall_passes` passes in a row make none, the downtime limit is doubled
 //! (QEMU then completes as soon as what is left fits in it), up to
 //! `downtime_max_ms`; when even the ceiling does not help, the migration is
-//! not converging and the caller cancels it (the guest runs on where it
-//! was) and says so with the figures. With postcopy allowed the switch
-//! comes earlier, after the first pass, as Ganeti has it, so the policy
-//! never gets that far.
+//! not converging: with postcopy allowed and `migration_postcopy_switch`
+//! `stalled` the caller switches to postcopy; otherwise it cancels the
+//! migration (the guest runs on where it was) and says so with the figures.
+//! With postcopy allowed and the switch at `first-pass` (Ganeti's) the
+//! switch comes after the first full pass, so the policy never gets that
+//! far.
+//!
+//! The knobs are our hvparams (`migration_converge_passes`,
+//! `migration_downtime_max`, `migration_postcopy_switch`), which
+//! `migrate`'s flags override.
 
-use serde::Serialize;
+use hvparam_validation::PostcopySwitch;
+use serde::{Deserialize, Serialize};
 
 /// The policy's knobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConvergencePolicy {
     /// Passes in a row without progress before acting; 0 turns the
     /// policy off.
     pub stall_passes: u32,
     /// The highest downtime limit it raises to, ms.
     pub downtime_max_ms: u64,
+    /// At the ceiling, switch to postcopy instead of giving up.
+    pub postcopy_when_stalled: bool,
 }
 
 impl Default for ConvergencePolicy {
     /// Three passes; up to 300 ms (QEMU's own default limit, ten times
-    /// Ganeti's `migration_downtime` default).
+    /// Ganeti's `migration_downtime` default); then give up. The defaults
+    /// of the hvparams.
     fn default() -> Self {
         ConvergencePolicy {
             stall_passes: 3,
             downtime_max_ms: 300,
+            postcopy_when_stalled: false,
         }
     }
 }
 
+/// `migrate`'s overrides of the instance's policy hvparams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PolicyOverrides {
+    /// Instead of `migration_converge_passes`.
+    pub stall_passes: Option<u32>,
+    /// Instead of `migration_downtime_max`, ms.
+    pub downtime_max_ms: Option<u64>,
+    /// Instead of `migration_postcopy_switch`.
+    pub postcopy_switch: Option<PostcopySwitch>,
+}
+
+impl PolicyOverrides {
+    /// Overrides `migration_converge_passes`.
+    #[must_use]
+    pub fn stall_passes(mut self, n: Option<u32>) -> Self {
+        self.stall_passes = n;
+        self
+    }
+
+    /// Overrides `migration_downtime_max`.
+    #[must_use]
+    pub fn downtime_max_ms(mut self, ms: Option<u64>) -> Self {
+        self.downtime_max_ms = ms;
+        self
+    }
+
+    /// Overrides `migration_postcopy_switch`.
+    #[must_use]
+    pub fn postcopy_switch(mut self, when: Option<PostcopySwitch>) -> Self {
+        self.postcopy_switch = when;
+        self
+    }
+}
+
+/// When a migration switches to postcopy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    /// Never: postcopy is not allowed.
+    Never,
+    /// Once the first full pass over RAM is done (Ganeti's).
+    AfterFirstPass,
+    /// When the convergence policy gives up on precopy.
+    WhenStalled,
+}
+
+/// The policy and the postcopy switch of one migration: the instance's
+/// hvparams, `migrate`'s overrides, and whether postcopy is allowed.
+pub fn policy_for(
+    hv: &hvparam_validation::HvParams,
+    overrides: PolicyOverrides,
+    postcopy_allowed: bool,
+) -> (ConvergencePolicy, Switch) {
+    let when = overrides
+        .postcopy_switch
+        .unwrap_or(hv.migration_postcopy_switch());
+    let switch = match (postcopy_allowed, when) {
+        (false, _) => Switch::Never,
+        (true, PostcopySwitch::Stalled) => Switch::WhenStalled,
+        (true, _) => Switch::AfterFirstPass,
+    };
+    let policy = ConvergencePolicy {
+        stall_passes: overrides
+            .stall_passes
+            .unwrap_or_else(|| u32::try_from(hv.migration_converge_passes()).unwrap_or(u32::MAX)),
+        downtime_max_ms: overrides
+            .downtime_max_ms
+            .unwrap_or_else(|| u64::try_from(hv.migration_downtime_max()).unwrap_or(0)),
+        postcopy_when_stalled: switch == Switch::WhenStalled,
+    };
+    (policy, switch)
+}
+
 /// What to do after a pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "decision", rename_all = "kebab-case")]
 pub enum Decision {
     /// Nothing: progress, or not yet enough passes without it.
@@ -48,6 +132,13 @@ pub enum Decision {
     },
     /// Give up: the ceiling did not help.
     NotConverging {
+        /// The least RAM any pass left, bytes.
+        best_remaining: u64,
+        /// The limit reached, ms.
+        downtime_ms: u64,
+    },
+    /// The ceiling did not help and postcopy is allowed: switch.
+    SwitchToPostcopy {
         /// The least RAM any pass left, bytes.
         best_remaining: u64,
         /// The limit reached, ms.
@@ -102,9 +193,17 @@ impl Convergence {
             return Decision::RaiseDowntime { from_ms, to_ms };
         }
         self.gave_up = true;
-        Decision::NotConverging {
-            best_remaining: self.best.unwrap_or(remaining),
-            downtime_ms: self.downtime_ms,
+        let (best_remaining, downtime_ms) = (self.best.unwrap_or(remaining), self.downtime_ms);
+        if self.policy.postcopy_when_stalled {
+            Decision::SwitchToPostcopy {
+                best_remaining,
+                downtime_ms,
+            }
+        } else {
+            Decision::NotConverging {
+                best_remaining,
+                downtime_ms,
+            }
         }
     }
 }
@@ -129,6 +228,7 @@ mod tests {
         let policy = ConvergencePolicy {
             stall_passes: 2,
             downtime_max_ms: 100,
+            postcopy_when_stalled: false,
         };
         let d = run(
             policy,
@@ -167,6 +267,7 @@ mod tests {
         let policy = ConvergencePolicy {
             stall_passes: 2,
             downtime_max_ms: 100,
+            postcopy_when_stalled: false,
         };
         // 400 beats 500: the stall of one pass before it does not count.
         let d = run(policy, 30, &[500, 600, 400, 450, 420]);
@@ -181,10 +282,89 @@ mod tests {
     }
 
     #[test]
+    fn with_postcopy_when_stalled_the_ceiling_switches_instead_of_giving_up() {
+        let policy = ConvergencePolicy {
+            stall_passes: 1,
+            downtime_max_ms: 60,
+            postcopy_when_stalled: true,
+        };
+        let d = run(policy, 30, &[500, 600, 700, 800, 900]);
+        use Decision::*;
+        assert_eq!(
+            d,
+            [
+                Wait,
+                RaiseDowntime {
+                    from_ms: 30,
+                    to_ms: 60
+                },
+                SwitchToPostcopy {
+                    best_remaining: 500,
+                    downtime_ms: 60
+                },
+                Wait,
+                Wait,
+            ]
+        );
+    }
+
+    #[test]
+    fn the_hvparams_give_the_policy_and_the_flags_override_them() {
+        let mut hv = hvparam_validation::HvParams::default();
+        assert_eq!(
+            policy_for(&hv, PolicyOverrides::default(), false),
+            (ConvergencePolicy::default(), Switch::Never)
+        );
+        // Ganeti's switch when postcopy is allowed.
+        assert_eq!(
+            policy_for(&hv, PolicyOverrides::default(), true).1,
+            Switch::AfterFirstPass
+        );
+        let raw = serde_json::json!({
+            "migration_converge_passes": 5,
+            "migration_downtime_max": 1000,
+            "migration_postcopy_switch": "stalled",
+        });
+        let (parsed, problems) =
+            hvparam_validation::HvParams::parse(raw.as_object().expect("object"));
+        assert!(problems.is_empty(), "{problems:?}");
+        hv = parsed;
+        assert_eq!(
+            policy_for(&hv, PolicyOverrides::default(), true),
+            (
+                ConvergencePolicy {
+                    stall_passes: 5,
+                    downtime_max_ms: 1000,
+                    postcopy_when_stalled: true
+                },
+                Switch::WhenStalled
+            )
+        );
+        let flags = PolicyOverrides::default()
+            .stall_passes(Some(2))
+            .downtime_max_ms(Some(60))
+            .postcopy_switch(Some(PostcopySwitch::FirstPass));
+        assert_eq!(
+            policy_for(&hv, flags, true),
+            (
+                ConvergencePolicy {
+                    stall_passes: 2,
+                    downtime_max_ms: 60,
+                    postcopy_when_stalled: false
+                },
+                Switch::AfterFirstPass
+            )
+        );
+        // Not allowed: never, whatever the switch says.
+        assert_eq!(policy_for(&hv, flags, false).1, Switch::Never);
+    }
+
+    #[test]
     fn zero_stall_passes_turns_it_off() {
         let policy = ConvergencePolicy {
             stall_passes: 0,
             downtime_max_ms: 100,
+            postcopy_when_stalled: false,
         };
         let d = run(policy, 30, &[5, 6, 7, 8, 9, 10]);
         assert!(d.iter().all(|d| *d == Decision::Wait), "{d:?}");
@@ -195,6 +375,7 @@ mod tests {
         let policy = ConvergencePolicy {
             stall_passes: 1,
             downtime_max_ms: 4,
+            postcopy_when_stalled: false,
         };
         let d = run(policy, 0, &[5, 6]);
         assert_eq!(

@@ -24,6 +24,7 @@
 //! `wait-unplug`, `cancelling`) are not failures (Ganeti's §11.4 bug).
 
 mod converge;
+mod outgoing;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -37,7 +38,8 @@ use qmp_protocol::{
 use serde::Serialize;
 use serde_json::Value as Json;
 
-pub use converge::{Convergence, ConvergencePolicy, Decision};
+pub use converge::{Convergence, ConvergencePolicy, Decision, PolicyOverrides, Switch, policy_for};
+pub use outgoing::{Outgoing, RemoteNode};
 
 use crate::instance::{Instance, OpenError};
 use crate::launch::plan::StartMode;
@@ -303,8 +305,11 @@ pub struct Progress {
     pub postcopy_requests: Option<u64>,
     /// Whether `migrate` switched this migration to postcopy.
     pub switched_to_postcopy: bool,
-    /// What the convergence policy decided, pass by pass (`migrate` only).
+    /// What the convergence policy decided, pass by pass (on the source,
+    /// while a `migrate --wait` follows it).
     pub decisions: Vec<Decision>,
+    /// The target's `ADDR:PORT` (on the source).
+    pub target: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -335,6 +340,7 @@ fn progress(info: &MigrationInfo) -> Progress {
         postcopy_requests: ram.map(|r| r.postcopy_requests),
         switched_to_postcopy: false,
         decisions: Vec::new(),
+        target: None,
         error: info.error_desc.clone(),
     }
 }
@@ -358,8 +364,11 @@ pub struct MigrateOptions {
     /// runs again on the target at `finalize_target`, or here at
     /// `finalize_source` after a failure.
     pub offline: bool,
-    /// While following: what to do when passes stop making progress.
-    pub converge: ConvergencePolicy,
+    /// While following: overrides of the convergence policy's hvparams.
+    pub converge: PolicyOverrides,
+    /// The target's node, when this process drives both sides (recorded
+    /// for `migrate-cancel`).
+    pub remote: Option<RemoteNode>,
 }
 
 impl MigrateOptions {
@@ -391,10 +400,17 @@ impl MigrateOptions {
         self
     }
 
-    /// The convergence policy.
+    /// Overrides of the convergence policy's hvparams.
     #[must_use]
-    pub fn converge(mut self, policy: ConvergencePolicy) -> Self {
-        self.converge = policy;
+    pub fn converge(mut self, overrides: PolicyOverrides) -> Self {
+        self.converge = overrides;
+        self
+    }
+
+    /// The target's node, reached by this process.
+    #[must_use]
+    pub fn remote(mut self, remote: Option<RemoteNode>) -> Self {
+        self.remote = remote;
         self
     }
 }
@@ -428,6 +444,12 @@ pub async fn migrate(
 
 /// [`migrate`], calling `progress` while following it: after each pass
 /// over RAM and each change of status, with QEMU's figures then.
+///
+/// Postcopy is allowed by `opts.postcopy` or by `postcopy-ram` in the
+/// instance's `migration_caps` (Ganeti's way); when to switch, and what to
+/// do when passes stop making progress, come from the instance's hvparams
+/// (ours) and `opts.converge`. Every decision is logged and kept in
+/// `conf/<name>.migration` for `migration-status` from other processes.
 pub async fn migrate_watch(
     node: &Node,
     name: &str,
@@ -443,7 +465,9 @@ pub async fn migrate_watch(
     let hv = crate::instance::record_hvparams(&inst.record);
     let q = &inst.qmp;
     let downtime = u64::try_from(hv.migration_downtime()).unwrap_or(0);
-    set_up_source(q, name, &hv, &opts, downtime).await?;
+    let postcopy = opts.postcopy || hv.migration_cap_list().contains(&"postcopy-ram");
+    let (policy, switch) = policy_for(&hv, opts.converge, postcopy);
+    set_up_source(q, name, &hv, &opts, postcopy, downtime).await?;
     // Listen before sending, so the end is never missed.
     let mut events = q.listen(EventFilter::new("MIGRATION").or_event("STOP"));
     let mut passes = q.listen(EventFilter::new("MIGRATION_PASS"));
@@ -451,9 +475,27 @@ pub async fn migrate_watch(
     tracing::info!(
         instance = name,
         target,
-        postcopy = opts.postcopy,
+        postcopy,
+        ?switch,
         "migration started"
     );
+    let mut follow = Follow {
+        node,
+        name,
+        q,
+        switch,
+        policy: Convergence::new(policy, downtime),
+        outgoing: Outgoing {
+            target: target.to_owned(),
+            policy: opts.wait.map(|_| policy),
+            postcopy_allowed: postcopy,
+            decisions: Vec::new(),
+            switched_to_postcopy: false,
+            remote: opts.remote.clone(),
+        },
+        gave_up: None,
+    };
+    follow.save();
     let Some(deadline) = opts.wait else {
         let info = q.execute(QueryMigrate).await.map_err(qmp_err(name))?;
         return Ok(progress(&info));
@@ -463,13 +505,10 @@ pub async fn migrate_watch(
         name: name.to_owned(),
         after: deadline,
     };
-    let mut switched = false;
     let mut clock = EventClock::default();
-    let mut policy = Convergence::new(opts.converge, downtime);
-    let mut decisions = Vec::new();
-    let mut gave_up = None;
     loop {
         let left = until.saturating_duration_since(tokio::time::Instant::now());
+        let watching = follow.watching();
         tokio::select! {
             ev = events.wait(left) => match ev {
                 Ok(ev) => {
@@ -480,50 +519,29 @@ pub async fn migrate_watch(
                     }
                     if ev.name == "MIGRATION" {
                         let info = q.execute(QueryMigrate).await.map_err(qmp_err(name))?;
-                        let mut p = progress(&info);
-                        p.switched_to_postcopy = switched;
-                        on_progress(&p);
+                        on_progress(&follow.progress(&info));
                     }
                 }
                 Err(QmpError::EventTimeout { .. }) => return Err(timeout()),
                 Err(e) => return Err(qmp_err(name)(e)),
             },
-            pass = passes.wait(left), if !switched && gave_up.is_none() => match pass {
-                // Pass 1 is the setup's sync; pass 2 ends the first full
-                // copy of RAM: what is dirty now goes on demand.
+            pass = passes.wait(left), if watching => match pass {
                 Ok(ev) => {
                     let info = q.execute(QueryMigrate).await.map_err(qmp_err(name))?;
-                    let mut p = progress(&info);
-                    p.decisions.clone_from(&decisions);
-                    on_progress(&p);
-                    if ev.data.get("pass").and_then(Json::as_u64) < Some(2) {
-                        continue;
-                    }
-                    if opts.postcopy {
-                        switched = true;
-                        switch_to_postcopy(q, name).await?;
-                        continue;
-                    }
-                    let Some(ram) = info.ram else { continue };
-                    let decision = policy.after_pass(ram.remaining);
-                    if decision == Decision::Wait {
-                        continue;
-                    }
-                    gave_up = act_on(q, name, decision, &ram).await?;
-                    decisions.push(decision);
+                    on_progress(&follow.progress(&info));
+                    let n = ev.data.get("pass").and_then(Json::as_u64).unwrap_or(0);
+                    follow.after_pass(n, &info).await?;
                 }
                 Err(QmpError::EventTimeout { .. }) => return Err(timeout()),
                 Err(e) => return Err(qmp_err(name)(e)),
             },
         }
     }
-    if let Some(err) = gave_up {
+    if let Some(err) = follow.gave_up.take() {
         return Err(err);
     }
     let info = q.execute(QueryMigrate).await.map_err(qmp_err(name))?;
-    let mut p = progress(&info);
-    p.switched_to_postcopy = switched;
-    p.decisions = decisions;
+    let mut p = follow.progress(&info);
     clock.settle(&mut p);
     if p.status != "completed" {
         return Err(MigrationError::NotCompleted {
@@ -532,8 +550,67 @@ pub async fn migrate_watch(
             error: p.error,
         });
     }
-    tracing::info!(instance = name, total_ms = ?p.total_time_ms, downtime_ms = ?p.downtime_ms, postcopy = switched, "migrated");
+    tracing::info!(instance = name, total_ms = ?p.total_time_ms, downtime_ms = ?p.downtime_ms, postcopy = p.switched_to_postcopy, "migrated");
     Ok(p)
+}
+
+/// A migration being followed: the policy's state and what it decided.
+struct Follow<'a> {
+    node: &'a Node,
+    name: &'a str,
+    q: &'a qmp_protocol::Client,
+    switch: Switch,
+    policy: Convergence,
+    outgoing: Outgoing,
+    gave_up: Option<MigrationError>,
+}
+
+impl Follow<'_> {
+    /// Whether passes still matter: no switch sent, not given up.
+    fn watching(&self) -> bool {
+        !self.outgoing.switched_to_postcopy && self.gave_up.is_none()
+    }
+
+    fn progress(&self, info: &MigrationInfo) -> Progress {
+        let mut p = progress(info);
+        p.switched_to_postcopy = self.outgoing.switched_to_postcopy;
+        p.decisions.clone_from(&self.outgoing.decisions);
+        p.target = Some(self.outgoing.target.clone());
+        p
+    }
+
+    fn save(&self) {
+        if let Err(error) = self.outgoing.save(self.node, self.name) {
+            tracing::warn!(instance = self.name, %error, "migration record not written");
+        }
+    }
+
+    /// After pass `n`. Pass 1 is the setup's sync; pass 2 ends the first
+    /// full copy of RAM: with the switch at the first pass, what is dirty
+    /// now goes on demand; otherwise the policy judges each pass from here.
+    async fn after_pass(&mut self, n: u64, info: &MigrationInfo) -> Result<(), MigrationError> {
+        if n < 2 {
+            return Ok(());
+        }
+        if self.switch == Switch::AfterFirstPass {
+            switch_to_postcopy(self.q, self.name).await?;
+            self.outgoing.switched_to_postcopy = true;
+            self.save();
+            return Ok(());
+        }
+        let Some(ram) = &info.ram else {
+            return Ok(());
+        };
+        let decision = self.policy.after_pass(ram.remaining);
+        if decision == Decision::Wait {
+            return Ok(());
+        }
+        self.gave_up = act_on(self.q, self.name, decision, ram).await?;
+        self.outgoing.decisions.push(decision);
+        self.outgoing.switched_to_postcopy |= matches!(decision, Decision::SwitchToPostcopy { .. });
+        self.save();
+        Ok(())
+    }
 }
 
 /// The source's settings before `migrate`: TLS credentials, capabilities,
@@ -543,6 +620,7 @@ async fn set_up_source(
     name: &str,
     hv: &crate::hvparams::HvParams,
     opts: &MigrateOptions,
+    postcopy: bool,
     downtime_ms: u64,
 ) -> Result<(), MigrationError> {
     if let Some(dir) = &opts.tls_creds {
@@ -552,7 +630,7 @@ async fn set_up_source(
             .await
             .map_err(qmp_err(name))?;
     }
-    let caps = capabilities(hv.migration_cap_list(), opts.postcopy);
+    let caps = capabilities(hv.migration_cap_list(), postcopy);
     q.execute(MigrateSetCapabilities::new(
         caps.into_iter().map(|c| (c, true)),
     ))
@@ -563,7 +641,7 @@ async fn set_up_source(
         .saturating_mul(1024 * 1024);
     let params = MigrateSetParameters {
         max_bandwidth: Some(bytes),
-        max_postcopy_bandwidth: opts.postcopy.then_some(bytes),
+        max_postcopy_bandwidth: postcopy.then_some(bytes),
         downtime_limit: Some(downtime_ms),
         tls_creds: opts.tls_creds.as_ref().map(|_| TLS_ID.to_owned()),
         ..MigrateSetParameters::default()
@@ -598,6 +676,20 @@ async fn act_on(
                 ..MigrateSetParameters::default()
             };
             q.execute(raise).await.map_err(qmp_err(name))?;
+            Ok(None)
+        }
+        Decision::SwitchToPostcopy {
+            best_remaining,
+            downtime_ms,
+        } => {
+            tracing::info!(
+                instance = name,
+                best_remaining,
+                downtime_ms,
+                passes = ram.dirty_sync_count,
+                "not converging: switching to postcopy"
+            );
+            switch_to_postcopy(q, name).await?;
             Ok(None)
         }
         Decision::NotConverging {
@@ -685,7 +777,9 @@ pub async fn start_postcopy(node: &Node, name: &str) -> Result<(), MigrationErro
     switch_to_postcopy(&inst.qmp, name).await
 }
 
-/// Where the migration of `name` stands (either party).
+/// Where the migration of `name` stands (either party); on the source,
+/// with the target, the policy's decisions and the postcopy switch as the
+/// process following it recorded them.
 pub async fn status(node: &Node, name: &str) -> Result<Progress, MigrationError> {
     let inst = Instance::open(node, name, LOCK_WAIT, MONITOR_WAIT).await?;
     let info = inst
@@ -693,7 +787,13 @@ pub async fn status(node: &Node, name: &str) -> Result<Progress, MigrationError>
         .execute(QueryMigrate)
         .await
         .map_err(qmp_err(name))?;
-    Ok(progress(&info))
+    let mut p = progress(&info);
+    if let Some(o) = Outgoing::load(node, name) {
+        p.target = Some(o.target);
+        p.decisions = o.decisions;
+        p.switched_to_postcopy = o.switched_to_postcopy;
+    }
+    Ok(p)
 }
 
 /// Cancels the outgoing migration of `name`; the source goes on.
@@ -725,6 +825,7 @@ pub async fn finalize_source(
         return Ok(Some(stop(node, name, kill()).await?));
     }
     resume(node, name).await?;
+    Outgoing::remove(node, name);
     Ok(None)
 }
 
