@@ -331,8 +331,14 @@ impl Lab {
 
 pub(crate) fn e2e(guest: Guest, bin: PathBuf, accel: &'static str) -> Result<()> {
     let lab = Lab::new("e2e", guest, bin, accel)?;
-    if std::env::var("KVMH_E2E_ONLY").as_deref() == Ok("migration") {
-        return crate::e2e_migration::scenarios(&lab);
+    match std::env::var("KVMH_E2E_ONLY").as_deref() {
+        Ok("migration") => {
+            crate::e2e_migration::scenarios(&lab)?;
+            crate::e2e_ssh::scenarios(&lab)?;
+            return crate::e2e_ssh::scenarios(&lab);
+        }
+        Ok("ssh") => return crate::e2e_ssh::scenarios(&lab),
+        _ => {}
     }
 
     step("start with a disk and a bridged NIC, CPU pinned to CPU 0");
@@ -655,6 +661,7 @@ pub(crate) fn e2e(guest: Guest, bin: PathBuf, accel: &'static str) -> Result<()>
     );
     crate::e2e_hotplug::scenarios(&lab)?;
     crate::e2e_migration::scenarios(&lab)?;
+    crate::e2e_ssh::scenarios(&lab)?;
     println!("e2e: all scenarios passed ({accel})");
     Ok(())
 }

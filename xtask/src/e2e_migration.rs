@@ -29,7 +29,7 @@ fn on_b(lab: &Lab, args: &[&str]) -> Result<Output> {
         .output()?)
 }
 
-fn ok_b(lab: &Lab, args: &[&str]) -> Result<String> {
+pub(crate) fn ok_b(lab: &Lab, args: &[&str]) -> Result<String> {
     let out = on_b(lab, args)?;
     ensure!(
         out.status.success(),
@@ -41,7 +41,7 @@ fn ok_b(lab: &Lab, args: &[&str]) -> Result<String> {
 }
 
 /// The guest's uptime, seconds.
-fn uptime(c: &mut Console) -> Result<f64> {
+pub(crate) fn uptime(c: &mut Console) -> Result<f64> {
     let out = c.run("cut -d' ' -f1 /proc/uptime")?;
     Ok(out.first().context("no uptime")?.parse()?)
 }

@@ -14,6 +14,7 @@ mod bench_start;
 mod e2e;
 mod e2e_hotplug;
 mod e2e_migration;
+mod e2e_ssh;
 mod faults;
 mod load;
 mod timing;
@@ -29,7 +30,7 @@ tasks:
   demo   the main job: validate and show the bundled demo instance spec
   e2e    the end-to-end scenarios: the real binary and a real guest inside a
          network namespace (root); part of `ci` (KVMH_E2E_ONLY=migration:
-         only the migration scenarios)
+         only the migration scenarios, ssh included; =ssh: only those)
   faults fault injection: the CLI killed, QEMU killed or stopped at each
          step boundary of start, stop, reboot and hotplug, and a full run
          directory; after each, info tells the truth, the next command
@@ -122,8 +123,12 @@ fn run(what: &str, cmd: &mut Command) -> Result<()> {
 }
 
 fn have(program: &str) -> bool {
+    // sbin directories too: a CI runner's PATH may lack them.
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        || ["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|dir| Path::new(dir).join(program).is_file())
 }
 
 /// Installs the Debian packages the tests need when their programs are missing.
@@ -533,7 +538,12 @@ fn install_missing(wanted: &[(&str, &str)]) -> Result<()> {
 /// guest and the debug binary.
 fn lab_ready() -> Result<Guest> {
     ensure_packages()?;
-    install_missing(&[("ip", "iproute2")])?;
+    install_missing(&[
+        ("ip", "iproute2"),
+        ("openssl", "openssl"),
+        ("ssh", "openssh-client"),
+        ("sshd", "openssh-server"),
+    ])?;
     let guest = guest()?;
     run(
         "cargo build -p kvm-hypervisor-cli",

@@ -223,7 +223,10 @@ impl Classify for MigrationError {
             MigrationError::Stop(e) => e.kind(),
             MigrationError::BadRecord { .. }
             | MigrationError::BadAddress(_)
-            | MigrationError::TlsCreds { .. } => ErrorKind::InvalidInput,
+            | MigrationError::TlsCreds { .. }
+            | MigrationError::BadSshUrl { .. }
+            | MigrationError::BadSshCommand(_)
+            | MigrationError::Resolve { .. } => ErrorKind::InvalidInput,
             _ => ErrorKind::Failed,
         }
     }

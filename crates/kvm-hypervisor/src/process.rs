@@ -16,7 +16,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tap_netdev::{NicConfig, ScriptAction, TapName};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 /// `PATH` for a NIC script when this process has none (Ganeti always has
@@ -107,16 +107,50 @@ pub async fn run_with_timeout(
     env: &[(String, String)],
     timeout: Duration,
 ) -> Result<Output, ProcessError> {
-    let mut child = spawn(program, args, base, env).map_err(|source| ProcessError::Spawn {
-        program: program.to_owned(),
-        source,
-    })?;
+    run_with_input(program, args, None, base, env, timeout).await
+}
+
+/// [`run_with_timeout`] with `input` on the program's stdin (then closed)
+/// instead of `/dev/null`.
+pub async fn run_with_input(
+    program: &Path,
+    args: &[&OsStr],
+    input: Option<&[u8]>,
+    base: BaseEnv,
+    env: &[(String, String)],
+    timeout: Duration,
+) -> Result<Output, ProcessError> {
+    let mut child =
+        spawn(program, args, input.is_some(), base, env).map_err(|source| ProcessError::Spawn {
+            program: program.to_owned(),
+            source,
+        })?;
     let pid = child.id();
     tracing::debug!(program = %program.display(), ?args, pid, "spawned");
+    let mut stdin = child.stdin.take();
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
+    let feed = async {
+        if let (Some(pipe), Some(bytes)) = (&mut stdin, input) {
+            // A program that exits without reading all of it is not an
+            // error of ours: its exit status says how it went.
+            if let Err(e) = pipe.write_all(bytes).await
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                return Err(e);
+            }
+        }
+        drop(stdin.take());
+        Ok(())
+    };
     let finished = tokio::time::timeout(timeout, async {
-        tokio::try_join!(child.wait(), read_all(&mut stdout), read_all(&mut stderr))
+        let (status, (), out, err) = tokio::try_join!(
+            child.wait(),
+            feed,
+            read_all(&mut stdout),
+            read_all(&mut stderr)
+        )?;
+        Ok::<_, std::io::Error>((status, out, err))
     })
     .await;
     match finished {
@@ -177,13 +211,14 @@ pub async fn run_nic_script(
 fn spawn(
     program: &Path,
     args: &[&OsStr],
+    stdin: bool,
     base: BaseEnv,
     env: &[(String, String)],
 ) -> std::io::Result<Child> {
     let mut command = new_command(program);
     command
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)

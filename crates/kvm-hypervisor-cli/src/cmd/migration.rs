@@ -2,7 +2,7 @@
 //! `migrate`, `migration-status`, `migrate-cancel`, `finalize-source`,
 //! `finalize-target`.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -94,11 +94,38 @@ pub(crate) struct MigrateArgs {
     /// The instance (running here).
     name: String,
     /// The target's `ADDR:PORT`, where `accept` listens.
-    #[arg(long, value_name = "ADDR:PORT")]
-    target: String,
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        required_unless_present = "to",
+        conflicts_with = "to"
+    )]
+    target: Option<String>,
+    /// The whole migration to the node reached by `ssh` (batch mode): accept
+    /// there, migrate and follow it here, finalize both sides; the target
+    /// listens on HOST's address as resolved here and `migration_port`.
+    /// `KVM_HYPERVISOR_SSH` is the ssh command line (default `ssh`). With
+    /// `--tls-creds`, the directory holds the client's and the server's
+    /// files, at the same path on both nodes.
+    #[arg(long, value_name = "ssh://[USER@]HOST[:PORT]")]
+    to: Option<String>,
+    /// With `--to`: our binary on the target's node, with its global
+    /// options (split as by a shell).
+    #[arg(
+        long,
+        value_name = "COMMAND",
+        requires = "to",
+        default_value = "kvm-hypervisor"
+    )]
+    remote_command: String,
+    /// With `--to`: the port the target listens on [default: the hvparam
+    /// `migration_port`, 8102]
+    #[arg(long, value_name = "PORT", requires = "to")]
+    port: Option<u16>,
     /// Follow the migration until it ends, at most this many seconds (a
     /// progress line on a terminal; with `--json`, a JSON line per pass
-    /// and status change, then the result's).
+    /// and status change, then the result's). `--to` always follows (600 s
+    /// unless given).
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "600")]
     wait: Option<u64>,
     /// Allow postcopy (the target accepted with `--postcopy`; also allowed
@@ -157,8 +184,12 @@ impl MigrateArgs {
         let bar = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
         let on_progress = |p: &migration::Progress| {
             if json {
+                // A reader that went away must not abort the migration
+                // (println! would panic on EPIPE); the result is still
+                // printed, or its error reported, at the end.
                 if let Ok(line) = serde_json::to_string(p) {
-                    println!("{line}");
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
                 }
             } else if bar {
                 let mib = |b: Option<u64>| b.map_or("-".to_owned(), |b| (b >> 20).to_string());
@@ -172,13 +203,25 @@ impl MigrateArgs {
                 );
             }
         };
-        let result = runtime()?.block_on(migration::migrate_watch(
-            &node,
-            &self.name,
-            &self.target,
-            opts,
-            on_progress,
-        ));
+        let rt = runtime()?;
+        let result = match (&self.to, &self.target) {
+            (Some(url), _) => rt.block_on(migration::migrate_to(
+                &node,
+                &self.name,
+                url,
+                migration::ToOptions::new(opts)
+                    .remote_command(&self.remote_command)
+                    .port(self.port),
+                on_progress,
+            )),
+            (None, target) => rt.block_on(migration::migrate_watch(
+                &node,
+                &self.name,
+                target.as_deref().context("--target or --to is needed")?,
+                opts,
+                on_progress,
+            )),
+        };
         if bar {
             eprintln!();
         }
@@ -248,12 +291,14 @@ fn report(json: bool, instance: &str, outcome: &str) -> anyhow::Result<()> {
 impl CancelArgs {
     pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
         let node = g.node(None)?;
-        runtime()?.block_on(migration::cancel(&node, &self.name))?;
-        report(
-            self.json,
-            &self.name,
-            "migration cancelled; the guest goes on here",
-        )?;
+        let done = runtime()?.block_on(migration::cancel(&node, &self.name))?;
+        let outcome = match &done.target_cleaned {
+            Some(url) => format!(
+                "migration cancelled; the guest goes on here; the target on {url} is stopped and cleaned up"
+            ),
+            None => "migration cancelled; the guest goes on here; `finalize-target --failure` on the target cleans it up".to_owned(),
+        };
+        report(self.json, &self.name, &outcome)?;
         Ok(ExitCode::SUCCESS)
     }
 

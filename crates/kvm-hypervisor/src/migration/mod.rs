@@ -25,6 +25,7 @@
 
 mod converge;
 mod outgoing;
+mod remote;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -40,6 +41,7 @@ use serde_json::Value as Json;
 
 pub use converge::{Convergence, ConvergencePolicy, Decision, PolicyOverrides, Switch, policy_for};
 pub use outgoing::{Outgoing, RemoteNode};
+pub use remote::{Remote, SSH_ENV, SshUrl, ToOptions, migrate_to};
 
 use crate::instance::{Instance, OpenError};
 use crate::launch::plan::StartMode;
@@ -132,6 +134,85 @@ pub enum MigrationError {
         /// The missing file.
         missing: &'static str,
     },
+    /// Not `ssh://[USER@]HOST[:PORT]`.
+    #[error("`{url}` is not ssh://[USER@]HOST[:PORT]: {why}")]
+    BadSshUrl {
+        /// As given.
+        url: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// `KVM_HYPERVISOR_SSH` or `--remote-command` does not split into words.
+    #[error("`{0}` is not a command line (empty, or unbalanced quotes)")]
+    BadSshCommand(String),
+    /// The target's host name does not resolve here.
+    #[error("the target's host {host} does not resolve: {why}")]
+    Resolve {
+        /// The host.
+        host: String,
+        /// Why.
+        why: String,
+    },
+    /// `ssh` could not be run or did not end in time.
+    #[error("running `{step}` on {url} over ssh")]
+    Ssh {
+        /// The target's node.
+        url: String,
+        /// Our subcommand there.
+        step: String,
+        /// Why.
+        #[source]
+        source: Box<crate::process::ProcessError>,
+    },
+    /// A step on the target's node failed (exit 255: ssh itself).
+    #[error("on {url}: `{step}` failed (exit {}): {stderr}", code.map_or("by a signal".to_owned(), |c| c.to_string()))]
+    RemoteStep {
+        /// The target's node.
+        url: String,
+        /// Our subcommand and its arguments there.
+        step: String,
+        /// Its exit status.
+        code: Option<i32>,
+        /// What it said.
+        stderr: String,
+    },
+    /// The migration completed but the target could not be finalized: the
+    /// source is kept, paused, holding the guest's last state.
+    #[error(
+        "{name} migrated, but finalize-target on {url} failed; the source is kept paused here: run `finalize-target {name} --success` there, then `finalize-source {name} --success` here"
+    )]
+    TargetNotFinalized {
+        /// The instance.
+        name: String,
+        /// The target's node.
+        url: String,
+        /// Why.
+        #[source]
+        source: Box<MigrationError>,
+    },
+    /// A failure after the switch to postcopy: neither side holds the
+    /// whole guest, so neither was touched.
+    #[error(
+        "the migration of {name} failed after the switch to postcopy: the guest's state is split between both nodes and neither was touched; stop both sides (`stop --force`) unless QEMU can recover it"
+    )]
+    PostcopyBroken {
+        /// The instance.
+        name: String,
+        /// Why it failed.
+        #[source]
+        source: Box<MigrationError>,
+    },
+    /// A failure whose clean-up did not finish; says what is left to do.
+    #[error("{what}")]
+    Unfinished {
+        /// The instance.
+        name: String,
+        /// What failed and what to run.
+        what: String,
+    },
+    /// Interrupted (SIGINT); the migration was cancelled.
+    #[error("the migration of {0} was interrupted and cancelled")]
+    Interrupted(String),
     /// The migration did not end within the deadline (it goes on).
     #[error("the migration of {name} did not end within {after:?}; it goes on")]
     Timeout {
@@ -777,16 +858,33 @@ pub async fn start_postcopy(node: &Node, name: &str) -> Result<(), MigrationErro
     switch_to_postcopy(&inst.qmp, name).await
 }
 
+/// A QMP session on `name`'s users' monitor (`ctrl/<name>.qmp-user`),
+/// without the instance's lock: what status and cancel use, so they work
+/// while `migrate --wait` holds the lock and the control monitor.
+async fn observe(node: &Node, name: &str) -> Result<qmp_protocol::Client, MigrationError> {
+    crate::state::check_name(name)?;
+    if !matches!(
+        crate::state::liveness(&node.run, name),
+        crate::state::Liveness::Running { .. }
+    ) {
+        return Err(if node.run.runtime_file(name).exists() {
+            OpenError::NotRunning(name.to_owned()).into()
+        } else {
+            OpenError::Unknown(name.to_owned()).into()
+        });
+    }
+    let socket = node.run.socket(name, crate::state::Socket::UserQmp);
+    crate::instance::connect(&socket, MONITOR_WAIT)
+        .await
+        .map_err(qmp_err(name))
+}
+
 /// Where the migration of `name` stands (either party); on the source,
 /// with the target, the policy's decisions and the postcopy switch as the
-/// process following it recorded them.
+/// process following it recorded them. Takes no lock.
 pub async fn status(node: &Node, name: &str) -> Result<Progress, MigrationError> {
-    let inst = Instance::open(node, name, LOCK_WAIT, MONITOR_WAIT).await?;
-    let info = inst
-        .qmp
-        .execute(QueryMigrate)
-        .await
-        .map_err(qmp_err(name))?;
+    let q = observe(node, name).await?;
+    let info = q.execute(QueryMigrate).await.map_err(qmp_err(name))?;
     let mut p = progress(&info);
     if let Some(o) = Outgoing::load(node, name) {
         p.target = Some(o.target);
@@ -796,14 +894,36 @@ pub async fn status(node: &Node, name: &str) -> Result<Progress, MigrationError>
     Ok(p)
 }
 
-/// Cancels the outgoing migration of `name`; the source goes on.
-pub async fn cancel(node: &Node, name: &str) -> Result<(), MigrationError> {
-    let inst = Instance::open(node, name, LOCK_WAIT, MONITOR_WAIT).await?;
-    inst.qmp
-        .execute(MigrateCancel)
-        .await
-        .map_err(qmp_err(name))?;
+/// Sends `migrate_cancel` for `name` (no lock taken).
+pub(crate) async fn cancel_here(node: &Node, name: &str) -> Result<(), MigrationError> {
+    let q = observe(node, name).await?;
+    q.execute(MigrateCancel).await.map_err(qmp_err(name))?;
     Ok(())
+}
+
+/// What [`cancel`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cancelled {
+    /// The target's node that was cleaned up (`migrate --to` records it).
+    pub target_cleaned: Option<String>,
+}
+
+/// Cancels the outgoing migration of `name`; the source goes on. When the
+/// migration runs to a node this node reaches over SSH (`migrate --to`),
+/// the target's side is stopped and cleaned too; otherwise that is
+/// `finalize-target --failure` on the target. Takes no lock, so it works
+/// while `migrate --wait` follows the migration.
+pub async fn cancel(node: &Node, name: &str) -> Result<Cancelled, MigrationError> {
+    cancel_here(node, name).await?;
+    let Some(remote) = Outgoing::load(node, name).and_then(|o| o.remote) else {
+        return Ok(Cancelled {
+            target_cleaned: None,
+        });
+    };
+    remote::Remote::from_node(&remote)?.abandon(name).await?;
+    Ok(Cancelled {
+        target_cleaned: Some(remote.url),
+    })
 }
 
 fn kill() -> StopOptions {
