@@ -63,6 +63,11 @@ impl Drop for Lab {
 }
 
 impl Lab {
+    /// The test guest's kernel and initramfs.
+    pub(crate) fn guest_files(&self) -> (&Path, &Path) {
+        (&self.guest.kernel, &self.guest.initrd)
+    }
+
     pub(crate) fn kvmh(&self, args: &[&str]) -> Result<Output> {
         self.kvmh_env(args, &[])
     }
@@ -335,9 +340,10 @@ pub(crate) fn e2e(guest: Guest, bin: PathBuf, accel: &'static str) -> Result<()>
         Ok("migration") => {
             crate::e2e_migration::scenarios(&lab)?;
             crate::e2e_ssh::scenarios(&lab)?;
-            return crate::e2e_ssh::scenarios(&lab);
+            return crate::e2e_ganeti::scenarios(&lab);
         }
         Ok("ssh") => return crate::e2e_ssh::scenarios(&lab),
+        Ok("ganeti") => return crate::e2e_ganeti::scenarios(&lab),
         _ => {}
     }
 
@@ -662,6 +668,7 @@ pub(crate) fn e2e(guest: Guest, bin: PathBuf, accel: &'static str) -> Result<()>
     crate::e2e_hotplug::scenarios(&lab)?;
     crate::e2e_migration::scenarios(&lab)?;
     crate::e2e_ssh::scenarios(&lab)?;
+    crate::e2e_ganeti::scenarios(&lab)?;
     println!("e2e: all scenarios passed ({accel})");
     Ok(())
 }

@@ -12,6 +12,7 @@ mod bench_hotplug;
 mod bench_migrate;
 mod bench_start;
 mod e2e;
+mod e2e_ganeti;
 mod e2e_hotplug;
 mod e2e_migration;
 mod e2e_ssh;
@@ -30,7 +31,8 @@ tasks:
   demo   the main job: validate and show the bundled demo instance spec
   e2e    the end-to-end scenarios: the real binary and a real guest inside a
          network namespace (root); part of `ci` (KVMH_E2E_ONLY=migration:
-         only the migration scenarios, ssh included; =ssh: only those)
+         only the migration scenarios, ssh and Ganeti's included; =ssh,
+         =ganeti: only those)
   faults fault injection: the CLI killed, QEMU killed or stopped at each
          step boundary of start, stop, reboot and hotplug, and a full run
          directory; after each, info tells the truth, the next command

@@ -94,6 +94,7 @@ fn record_without(
             .filter(|(i, _)| Some(*i) != skip_nic)
             .map(|(_, n)| n.record().clone())
             .collect(),
+        guest_argv: None,
         incomplete: false,
     }
 }

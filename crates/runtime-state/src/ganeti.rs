@@ -278,6 +278,7 @@ impl GanetiRuntime {
             argv,
             disks,
             nics,
+            guest_argv: None,
             incomplete: false,
         }
     }

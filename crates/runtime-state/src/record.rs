@@ -142,6 +142,12 @@ pub struct RuntimeRecord {
     pub qemu: Option<QemuIdentity>,
     /// The argv as launched.
     pub argv: Vec<String>,
+    /// Ganeti's recorded argv (its "phase A") whose guest part `argv`
+    /// keeps: an instance that Ganeti's KVM layer started and that arrived
+    /// here by migration. Handed on as the argv of Ganeti's runtime format,
+    /// so the instance can go back to Ganeti's layer unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_argv: Option<Vec<String>>,
     /// Disks, in order.
     pub disks: Vec<DiskRecord>,
     /// NICs, in order.

@@ -27,10 +27,7 @@ impl InfoArgs {
     pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
         let node = g.node(None)?;
         let record = runtime()?.block_on(migration::migration_info(&node, &self.name))?;
-        print!(
-            "{}",
-            kvm_hypervisor::state::render(&record, kvm_hypervisor::state::Format::Ours)
-        );
+        print!("{}", migration::info_text(&record));
         Ok(ExitCode::SUCCESS)
     }
 }

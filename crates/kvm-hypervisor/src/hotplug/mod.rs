@@ -576,6 +576,7 @@ mod tests {
             argv: Vec::new(),
             disks,
             nics: Vec::new(),
+            guest_argv: None,
             incomplete: false,
         }
     }

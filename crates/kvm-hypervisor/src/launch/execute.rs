@@ -387,6 +387,7 @@ fn runtime_record(spec: &InstanceSpec, plan: &LaunchPlan, taps: &[String]) -> Ru
             version: None,
         }),
         argv: plan.argv.clone(),
+        guest_argv: plan.guest_argv.clone(),
         disks,
         nics,
         incomplete: false,

@@ -3,6 +3,7 @@
 
 pub(crate) mod display;
 pub(crate) mod execute;
+pub(crate) mod keep;
 pub(crate) mod plan;
 pub(crate) mod rollback;
 
@@ -165,6 +166,9 @@ pub(crate) struct How {
     pub(crate) mode: StartMode,
     pub(crate) placements: std::collections::BTreeMap<String, device_slots::Placement>,
     pub(crate) hot_plugged_nics: std::collections::BTreeSet<String>,
+    /// Ganeti's recorded argv, whose guest part is kept (an instance that
+    /// Ganeti's KVM layer started, arriving here).
+    pub(crate) guest_argv: Option<Vec<String>>,
 }
 
 /// [`start`] as `how` asks.
@@ -308,7 +312,20 @@ async fn prepare(
     let planned = plan_start(spec, &caps, &node.run, &env);
     clock.lap("plan");
     match planned {
-        Ok(plan) => Ok((plan, rb)),
+        Ok(mut plan) => {
+            if let Some(ganeti) = how.guest_argv {
+                let devices: Vec<String> = plan
+                    .disks
+                    .iter()
+                    .map(|d| d.device().id().to_string())
+                    .chain(plan.nics.iter().map(|n| n.device().id().to_string()))
+                    .collect();
+                let run = node.run.root().display().to_string();
+                plan.argv = keep::keep_guest(&ganeti, &plan.argv, &devices, &run);
+                plan.guest_argv = Some(ganeti);
+            }
+            Ok((plan, rb))
+        }
         Err(source) => {
             rb.run(None).await;
             Err(StartError::Plan {

@@ -192,6 +192,9 @@ pub struct LaunchPlan {
     pub post_start: Vec<PostStartStep>,
     /// Things the user should know (e.g. TCG chosen because KVM is unusable).
     pub warnings: Vec<String>,
+    /// Ganeti's recorded argv whose guest part `argv` keeps (an instance
+    /// Ganeti's KVM layer started, arriving by migration).
+    pub guest_argv: Option<Vec<String>>,
 }
 
 /// Why an instance cannot be planned.
@@ -1114,6 +1117,7 @@ impl<'a> Planner<'a> {
             nics: self.nics,
             post_start,
             warnings: self.warnings,
+            guest_argv: None,
         })
     }
 }

@@ -274,6 +274,24 @@ pub async fn migration_info(node: &Node, name: &str) -> Result<RuntimeRecord, Mi
     Ok(inst.record.clone())
 }
 
+/// The text `accept` reads: our record, or Ganeti's runtime format for an
+/// instance that came from Ganeti's KVM layer (Ganeti's own argv as its
+/// argv, so Ganeti's `AcceptInstance` can take it back, and so can ours).
+pub fn info_text(record: &RuntimeRecord) -> String {
+    use crate::state::{Format, Origin, render};
+    match (&record.guest_argv, record.origin) {
+        (Some(ganeti), _) => {
+            let mut r = record.clone();
+            r.argv.clone_from(ganeti);
+            r.guest_argv = None;
+            r.origin = Origin::Ganeti;
+            render(&r, Format::Ganeti)
+        }
+        (None, Origin::Ganeti) => render(record, Format::Ganeti),
+        _ => render(record, Format::Ours),
+    }
+}
+
 /// What the target allows.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -347,6 +365,12 @@ pub async fn accept(
     if let Some(dir) = &opts.tls_creds {
         check_tls_creds(dir, "server")?;
     }
+    // An instance Ganeti's KVM layer started keeps Ganeti's guest part of
+    // its argv (ganeti.rs reads it as the record's argv).
+    let guest_argv = record
+        .guest_argv
+        .clone()
+        .or_else(|| (record.origin == crate::state::Origin::Ganeti).then(|| record.argv.clone()));
     let how = How {
         mode: StartMode::Incoming {
             uri,
@@ -355,6 +379,7 @@ pub async fn accept(
         },
         placements,
         hot_plugged_nics,
+        guest_argv,
     };
     Ok(start_with(node, &spec, how).await?)
 }
