@@ -136,11 +136,7 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
     step(
         "migrate --to ssh:// (B's sshd): accept, migrate, finalize on both sides in one command, on migration_port; the marker and uptime come along, A is left empty",
     );
-    let spec = lab.spec(
-        "mig7",
-        false,
-        json!({"kernel_args": "quiet panic=-1 glab.dirty=1"}),
-    )?;
+    let spec = lab.spec("mig7", false, json!({}))?;
     lab.start(&spec)?;
     let mut console = lab.boot("mig7")?;
     console.run("echo MARK-$((8*8))-ssh > /tmp/mark")?;

@@ -24,6 +24,29 @@ pub(crate) struct Global {
         value_parser = parse_uid_pool
     )]
     uid_pool: Option<UidPool>,
+    /// A NIC script with Ganeti's contract (`ACTION`, `MODE`, `INTERFACE`,
+    /// `MIGRATION_PHASE`, …; e.g. Ganeti's `/usr/lib/ganeti/kvm-nic-setup`)
+    /// to set every NIC's host side up and down, `openvswitch` and `ext`
+    /// ones included; without one, bridged and routed NICs are set up
+    /// natively. Also read from KVM_HYPERVISOR_NIC_SCRIPT.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "KVM_HYPERVISOR_NIC_SCRIPT",
+        value_parser = parse_script
+    )]
+    nic_script: Option<PathBuf>,
+}
+
+fn parse_script(text: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = PathBuf::from(text);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(path),
+        Ok(_) => Err("not an executable file".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_uid_pool(text: &str) -> Result<UidPool, String> {
@@ -48,6 +71,8 @@ impl Global {
         let cache = cache_dir.unwrap_or_else(caps::default_cache_dir);
         let node = Node::open(&root, cache)
             .with_context(|| format!("opening the run directory {}", root.display()))?;
-        Ok(node.with_uid_pool(self.uid_pool.clone().unwrap_or_default()))
+        Ok(node
+            .with_uid_pool(self.uid_pool.clone().unwrap_or_default())
+            .with_nic_script(self.nic_script.clone()))
     }
 }

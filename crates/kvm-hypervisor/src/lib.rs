@@ -30,6 +30,7 @@ mod launch;
 mod lifecycle;
 pub mod migration;
 pub mod monitor;
+mod nicsetup;
 pub mod node;
 mod outcome;
 pub mod process;
@@ -54,6 +55,7 @@ pub use lifecycle::{
     InstanceState, RebootError, StopError, StopOptions, balloon, cleanup, consoles, info, info_all,
     list, reboot, resume_for_console, spec_from_record, stop,
 };
+pub use nicsetup::NicSetupError;
 pub use node::{Node, NodeInfo};
 pub use outcome::{Classify, ErrorKind, error_kind};
 /// The QEMU command-line model and capabilities, re-exported.

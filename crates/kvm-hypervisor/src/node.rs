@@ -19,6 +19,11 @@ pub struct Node {
     /// The uid pool for `security_model=pool` (inclusive ranges), as
     /// Ganeti's cluster-wide `uid_pool`.
     pub uid_pool: UidPool,
+    /// The NIC script that sets NICs' host sides up and down, with
+    /// Ganeti's `kvm-nic-setup` contract (e.g. Ganeti's
+    /// `/usr/lib/ganeti/kvm-nic-setup`); without one, bridged and routed
+    /// NICs are set up natively and `openvswitch` and `ext` ones refused.
+    pub nic_script: Option<PathBuf>,
 }
 
 impl Node {
@@ -31,12 +36,19 @@ impl Node {
             run: RunDir::open(run_root)?,
             cache_dir: cache_dir.into(),
             uid_pool: UidPool::default(),
+            nic_script: None,
         })
     }
 
     /// Sets the uid pool.
     pub fn with_uid_pool(mut self, pool: UidPool) -> Node {
         self.uid_pool = pool;
+        self
+    }
+
+    /// Sets the NIC script.
+    pub fn with_nic_script(mut self, script: Option<PathBuf>) -> Node {
+        self.nic_script = script;
         self
     }
 }

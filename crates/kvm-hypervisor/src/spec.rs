@@ -192,6 +192,9 @@ pub enum NicMode {
     Routed,
     /// The tap joins the Open vSwitch named by `link`.
     Openvswitch,
+    /// An external provider sets the tap up (the node's NIC script, as
+    /// Ganeti's `network/ext/` scripts).
+    Ext,
 }
 
 /// One NIC of an instance.
@@ -1003,7 +1006,7 @@ impl Cx {
         let name = self
             .string(&join(field, "name"), obj.get("name"), false)
             .map(str::to_owned);
-        const MODES: &[&str] = &["bridged", "routed", "openvswitch"];
+        const MODES: &[&str] = &["bridged", "routed", "openvswitch", "ext"];
         let mode = self
             .choice(
                 &join(field, "mode"),
@@ -1012,6 +1015,7 @@ impl Cx {
                     ("bridged", NicMode::Bridged),
                     ("routed", NicMode::Routed),
                     ("openvswitch", NicMode::Openvswitch),
+                    ("ext", NicMode::Ext),
                 ],
                 MODES,
             )

@@ -173,6 +173,7 @@ pub fn nic_config(instance: &str, n: &NicSpec, index: usize) -> NicConfig {
             NicMode::Bridged => NetMode::Bridged,
             NicMode::Routed => NetMode::Routed,
             NicMode::Openvswitch => NetMode::Openvswitch,
+            NicMode::Ext => NetMode::Ext,
         },
         link: n.link().to_owned(),
         vlan: (!n.vlan().is_empty()).then(|| n.vlan().to_owned()),
@@ -188,6 +189,8 @@ pub fn nic_config_of(name: &str, n: &NicRecord, index: usize) -> Option<(NicConf
     let mode = match n.mode.as_deref() {
         Some("routed") => NetMode::Routed,
         Some("bridged") => NetMode::Bridged,
+        Some("openvswitch") => NetMode::Openvswitch,
+        Some("ext") => NetMode::Ext,
         _ => return None,
     };
     let config = NicConfig {

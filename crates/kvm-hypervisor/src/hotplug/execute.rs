@@ -78,7 +78,7 @@ impl Instance<'_> {
             if let Some(pos) = self.record.nics.iter().position(|n| n.uuid == uuid) {
                 let n = self.record.nics.remove(pos);
                 if let Some((cfg, tap)) = crate::devices::nic_config_of(&self.name, &n, pos) {
-                    nic_down(&cfg, &tap).await;
+                    nic_down(self.node, &cfg, &tap).await;
                 }
                 let _ = std::fs::remove_file(self.node.run.nic_file(&self.name, uuid));
             }
@@ -262,13 +262,14 @@ impl Instance<'_> {
         let tap = Tap::open(&plan.tap).map_err(|e| step_err("tap")(boxed(e)))?;
         let tap_name = tap.name().clone();
         let mut undo = Rollback::default();
-        let netlink = crate::net::Netlink::new().map_err(|e| step_err("netlink")(boxed(e)))?;
-        crate::net::configure_native(&netlink, &plan.config, &tap_name)
+        crate::nicsetup::NicSetup::new(self.node.nic_script.as_deref())
+            .up(&plan.config, &tap_name, None)
             .await
             .map_err(|e| step_err("nic-up")(boxed(e)))?;
         undo.push(Undo::NicDown(Box::new((
             plan.config.clone(),
             tap_name.clone(),
+            self.node.nic_script.clone(),
         ))));
         let mut record_entry = plan.record.clone();
         record_entry.tap = Some(tap_name.to_string());

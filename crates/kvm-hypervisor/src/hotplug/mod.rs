@@ -337,14 +337,10 @@ pub(super) fn nic_id(n: &NicRecord) -> String {
     })
 }
 
-pub(super) async fn nic_down(cfg: &NicConfig, tap: &TapName) {
-    match crate::net::Netlink::new() {
-        Ok(nl) => {
-            if let Err(e) = crate::net::deconfigure_native(&nl, cfg, tap).await {
-                tracing::warn!(tap = %tap, error = %e, "NIC down configuration failed");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "no netlink for NIC down configuration"),
+pub(super) async fn nic_down(node: &crate::Node, cfg: &NicConfig, tap: &TapName) {
+    let mut setup = crate::nicsetup::NicSetup::new(node.nic_script.as_deref());
+    if let Err(e) = setup.down(cfg, tap).await {
+        tracing::warn!(tap = %tap, error = %e, "NIC down configuration failed");
     }
 }
 

@@ -48,7 +48,8 @@ impl Instance<'_> {
                         && let Some((cfg, tap)) =
                             crate::devices::nic_config_of(&self.name, n, self.record.nics.len())
                     {
-                        steps.push(Undo::NicDown(Box::new((cfg, tap))));
+                        let script = self.node.nic_script.clone();
+                        steps.push(Undo::NicDown(Box::new((cfg, tap, script))));
                     }
                     for name in &intent.fd_names {
                         steps.push(Undo::CloseFd(name.clone()));

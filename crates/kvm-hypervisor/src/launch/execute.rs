@@ -15,7 +15,7 @@ use super::plan::{LaunchPlan, PostStartStep, StartMode};
 use super::rollback::{Rollback, Undo};
 use crate::hvparams::{CpuMask, CpuSet};
 use crate::instance::{connect, fault_point};
-use crate::net::{Netlink, Tap};
+use crate::net::Tap;
 use crate::node::Node;
 use crate::process::{ChildStderr, PassFd, spawn_with_fds};
 use crate::spec::InstanceSpec;
@@ -93,7 +93,7 @@ pub(crate) async fn launch(
     let tap_names: Vec<String> = taps.iter().map(|t| t.name().to_string()).collect();
     record_incomplete(node, spec, plan, &tap_names, rb)?;
     fault_point("record", None);
-    configure_nics(plan, &taps, rb).await?;
+    configure_nics(node, plan, &taps, rb).await?;
     fault_point("nic-up", None);
     clock.lap("taps");
     let listeners = bind_sockets(plan, rb)?;
@@ -173,28 +173,38 @@ fn open_taps(plan: &LaunchPlan) -> StepResult<Vec<Tap>> {
         .collect()
 }
 
-/// Configures each NIC's host side (bridge, or routes and rules) before QEMU
-/// sees it. On a migration's target a routed NIC is left alone until the
-/// migration succeeded (`finalize_target`): its host route would take the
-/// guest's traffic away from the source while the guest still runs there.
-async fn configure_nics(plan: &LaunchPlan, taps: &[Tap], rb: &mut Rollback) -> StepResult<()> {
-    if plan.nics.is_empty() {
-        return Ok(());
-    }
+/// Configures each NIC's host side (bridge, or routes and rules; or the
+/// node's NIC script) before QEMU sees it. On a migration's target, as in
+/// Ganeti: a routed NIC is left alone until the migration succeeded
+/// (`finalize_target`; its host route would take the guest's traffic away
+/// from the source while the guest still runs there), and an `ext` NIC's
+/// script runs with `MIGRATION_PHASE=pre`, its failure only logged.
+async fn configure_nics(
+    node: &Node,
+    plan: &LaunchPlan,
+    taps: &[Tap],
+    rb: &mut Rollback,
+) -> StepResult<()> {
+    use crate::net::{MigrationPhase, NicMode};
     let incoming = matches!(plan.mode, StartMode::Incoming { .. });
-    let netlink = at("netlink", Netlink::new())?;
+    let mut setup = crate::nicsetup::NicSetup::new(node.nic_script.as_deref());
     for (nic, tap) in plan.nics.iter().zip(taps) {
         let config = nic.config();
-        if incoming && config.mode == crate::net::NicMode::Routed {
+        let phase = match (incoming, config.mode) {
+            (true, NicMode::Routed) => continue,
+            (true, NicMode::Ext) => Some(MigrationPhase::Pre),
+            _ => None,
+        };
+        let up = setup.up(config, tap.name(), phase).await;
+        if let (Some(_), Err(error)) = (phase, &up) {
+            tracing::warn!(tap = %tap.name(), %error, "NIC pre-migration set-up failed (ignored, as in Ganeti)");
             continue;
         }
-        at(
-            "nic-up",
-            crate::net::configure_native(&netlink, config, tap.name()).await,
-        )?;
+        at("nic-up", up)?;
         rb.push(Undo::NicDown(Box::new((
             config.clone(),
             tap.name().clone(),
+            setup.script().map(std::path::Path::to_owned),
         ))));
     }
     Ok(())

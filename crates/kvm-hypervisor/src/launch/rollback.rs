@@ -25,7 +25,7 @@ pub enum Undo {
         contents: Option<Vec<u8>>,
     },
     /// Take a NIC's host network configuration down.
-    NicDown(Box<(NicConfig, TapName)>),
+    NicDown(Box<(NicConfig, TapName, Option<std::path::PathBuf>)>),
     /// Kill a QEMU we spawned (SIGKILL, awaited).
     Kill(i32),
     /// `blockdev-del` a node we added.
@@ -89,12 +89,21 @@ async fn undo(
             }
         },
         Undo::NicDown(boxed) => {
-            let (nic, tap) = *boxed;
-            if netlink.is_none() {
-                *netlink = Some(Netlink::new()?);
-            }
-            if let Some(nl) = netlink {
-                crate::net::deconfigure_native(nl, &nic, &tap).await?;
+            let (nic, tap, script) = *boxed;
+            match script {
+                Some(script) => {
+                    crate::nicsetup::NicSetup::new(Some(&script))
+                        .down(&nic, &tap)
+                        .await?;
+                }
+                None => {
+                    if netlink.is_none() {
+                        *netlink = Some(Netlink::new()?);
+                    }
+                    if let Some(nl) = netlink {
+                        crate::net::deconfigure_native(nl, &nic, &tap).await?;
+                    }
+                }
             }
         }
         Undo::Kill(pid) => {

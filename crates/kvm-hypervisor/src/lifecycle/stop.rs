@@ -9,7 +9,7 @@ use serde_json::Value as Json;
 
 use crate::devices::nic_config_of;
 use crate::instance::{ProcessExit, connect, kill_and_wait};
-use crate::net::{Netlink, NicConfig, TapName};
+use crate::net::{NicConfig, TapName};
 use crate::node::Node;
 use crate::state::{self, Liveness, LockWait, RuntimeRecord, Socket, StateError};
 use qmp_protocol::EventFilter;
@@ -104,7 +104,7 @@ async fn stop_impl(
     };
     // The network goes down only now that QEMU is gone.
     if let Some(r) = &record {
-        deconfigure_nics(name, r).await;
+        deconfigure_nics(node, name, r).await;
     }
     let _ = if keep_record {
         node.run.cleanup_keeping_record(name, lock)
@@ -210,19 +210,16 @@ async fn power_down(
     }))
 }
 
-async fn deconfigure_nics(name: &str, r: &RuntimeRecord) {
+async fn deconfigure_nics(node: &Node, name: &str, r: &RuntimeRecord) {
     let nics: Vec<(NicConfig, TapName)> = r
         .nics
         .iter()
         .enumerate()
         .filter_map(|(i, n)| nic_config_of(name, n, i))
         .collect();
-    if nics.is_empty() {
-        return;
-    }
-    let Ok(nl) = Netlink::new() else { return };
+    let mut setup = crate::nicsetup::NicSetup::new(node.nic_script.as_deref());
     for (nic, tap) in nics {
-        if let Err(e) = crate::net::deconfigure_native(&nl, &nic, &tap).await {
+        if let Err(e) = setup.down(&nic, &tap).await {
             tracing::warn!(instance = name, tap = %tap, error = %e, "NIC down configuration failed");
         }
     }
@@ -240,7 +237,7 @@ pub async fn cleanup(node: &Node, name: &str) -> Result<Vec<std::path::PathBuf>,
         });
     }
     if let Ok(Some(file)) = node.run.read_runtime(name) {
-        deconfigure_nics(name, &file.record()).await;
+        deconfigure_nics(node, name, &file.record()).await;
     }
     node.run.cleanup(name)
 }

@@ -109,7 +109,7 @@ pub enum MigrationError {
         name: String,
         /// Why.
         #[source]
-        source: Box<crate::net::TapError>,
+        source: Box<crate::nicsetup::NicSetupError>,
     },
     /// The convergence policy gave up; the migration was cancelled and
     /// the guest runs on here.
@@ -990,31 +990,29 @@ pub async fn finalize_target(
     Ok(Some(stop(node, name, kill()).await?))
 }
 
-/// Configures the routed NICs of the instance that arrived here (accept
-/// leaves them alone, reference §1.7): their host routes and rules now
-/// point here. A NIC that cannot be configured is an error naming it; the
-/// guest runs here all the same, and a retry configures what is left.
+/// Configures the routed and `ext` NICs of the instance that arrived here
+/// (accept leaves routed ones alone, reference §1.7): their host routes
+/// and rules now point here; with the node's NIC script, it runs with
+/// `MIGRATION_PHASE=post` for both, as Ganeti's. A NIC that cannot be
+/// configured is an error naming it (Ganeti only logs it); the guest runs
+/// here all the same, and a retry configures what is left.
 async fn route_nics(node: &Node, name: &str) -> Result<(), MigrationError> {
+    use crate::net::NicMode;
     let Some(file) = node.run.read_runtime(name)? else {
         return Ok(());
     };
     let record = file.record();
-    let routed: Vec<_> = record
+    let arrived: Vec<_> = record
         .nics
         .iter()
         .enumerate()
         .filter_map(|(i, n)| crate::devices::nic_config_of(name, n, i))
-        .filter(|(c, _)| c.mode == crate::net::NicMode::Routed)
+        .filter(|(c, _)| matches!(c.mode, NicMode::Routed | NicMode::Ext))
         .collect();
-    if routed.is_empty() {
-        return Ok(());
-    }
-    let netlink = crate::net::Netlink::new().map_err(|e| MigrationError::Routes {
-        name: name.to_owned(),
-        source: Box::new(e),
-    })?;
-    for (config, tap) in routed {
-        crate::net::configure_native(&netlink, &config, &tap)
+    let mut setup = crate::nicsetup::NicSetup::new(node.nic_script.as_deref());
+    for (config, tap) in arrived {
+        setup
+            .up(&config, &tap, Some(crate::net::MigrationPhase::Post))
             .await
             .map_err(|e| MigrationError::Routes {
                 name: name.to_owned(),
