@@ -232,7 +232,11 @@ fn record_incomplete(
     Ok(())
 }
 
-/// Binds the monitor sockets QEMU gets as descriptors.
+/// Binds the monitor sockets QEMU gets as descriptors. Each is bound (and
+/// listening) under a temporary name, made private, then renamed into
+/// place: whoever watches `ctrl/` (the monitor daemon, on `IN_MOVED_TO`)
+/// never finds one that refuses connections (bound, not yet listening) or
+/// that others could still open.
 fn bind_sockets(
     plan: &LaunchPlan,
     rb: &mut Rollback,
@@ -240,13 +244,22 @@ fn bind_sockets(
     let mut listeners = Vec::new();
     for s in &plan.listen_sockets {
         let _ = std::fs::remove_file(&s.path);
+        let file = s.path.file_name().map(|f| f.to_string_lossy().into_owned());
+        let tmp = s.path.with_file_name(format!(
+            ".{}.tmp-{}",
+            file.unwrap_or_default(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&tmp);
         let l = at(
             "monitor-socket",
-            std::os::unix::net::UnixListener::bind(&s.path),
+            std::os::unix::net::UnixListener::bind(&tmp),
         )?;
-        rb.push(Undo::RemoveFile(s.path.clone()));
+        rb.push(Undo::RemoveFile(tmp.clone()));
         let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
-        at("monitor-socket", std::fs::set_permissions(&s.path, mode))?;
+        at("monitor-socket", std::fs::set_permissions(&tmp, mode))?;
+        at("monitor-socket", std::fs::rename(&tmp, &s.path))?;
+        rb.push(Undo::RemoveFile(s.path.clone()));
         listeners.push((s.fd, l));
     }
     Ok(listeners)
