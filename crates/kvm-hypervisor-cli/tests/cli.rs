@@ -287,6 +287,26 @@ fn balloon_of_an_unknown_instance_exits_3_and_leaves_no_lock() {
 }
 
 #[test]
+fn migrate_to_a_bad_ssh_url_is_invalid_input() {
+    let r = TempRun::new("migrate-bad-url");
+    let out = r.run(&["migrate", "web1", "--to", "ssh://node2:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: `ssh://node2:0` is not ssh://[USER@]HOST[:PORT]: the port is not 1 to 65535\n"
+    );
+    let both = r.run(&[
+        "migrate",
+        "web1",
+        "--to",
+        "ssh://node2",
+        "--target",
+        "192.0.2.1:1",
+    ]);
+    assert_eq!(both.status.code(), Some(2));
+}
+
+#[test]
 fn hotplug_on_an_unknown_instance_exits_3() {
     let r = TempRun::new("hotplug-unknown");
     let out = r.run(&["hotplug", "check", "nosuch"]);
@@ -546,7 +566,9 @@ fn migrate_to_a_host_name_is_invalid_input_before_anything_is_touched() {
 fn migration_steps_on_an_unknown_instance_exit_3() {
     let r = TempRun::new("migrate-unknown");
     for args in [
-        &["migrate-cancel", "nosuch", "--json"][..],
+        &["migration-info", "nosuch"][..],
+        &["migrate", "nosuch", "--target", "192.0.2.1:4444"],
+        &["migrate-cancel", "nosuch", "--json"],
         &["migrate-postcopy", "nosuch"],
         &["migration-status", "nosuch"],
         &["finalize-source", "nosuch", "--failure", "--json"],
@@ -558,6 +580,7 @@ fn migration_steps_on_an_unknown_instance_exit_3() {
             "Error: instance nosuch is not running and has no runtime record\n",
             "{args:?}"
         );
+        assert!(!r.0.join("conf/nosuch.lock").exists(), "{args:?}");
     }
 }
 

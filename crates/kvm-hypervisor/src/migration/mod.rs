@@ -268,10 +268,31 @@ fn qmp_err(name: &str) -> impl FnOnce(QmpError) -> MigrationError + '_ {
     }
 }
 
-/// The runtime record of the running instance `name`, as the target needs it.
+/// The runtime record of the running instance `name`, as the target needs
+/// it: read under the instance's lock; QEMU's monitor is not needed.
 pub async fn migration_info(node: &Node, name: &str) -> Result<RuntimeRecord, MigrationError> {
-    let inst = Instance::open(node, name, LOCK_WAIT, MONITOR_WAIT).await?;
-    Ok(inst.record.clone())
+    crate::state::check_name(name)?;
+    let lock = node.run.lock(name, crate::state::LockWait::Up(LOCK_WAIT))?;
+    if !matches!(
+        crate::state::liveness(&node.run, name),
+        crate::state::Liveness::Running { .. }
+    ) {
+        if node.run.runtime_file(name).exists() {
+            return Err(OpenError::NotRunning(name.to_owned()).into());
+        }
+        // Nothing of it exists: not even its lock file stays.
+        let _ = std::fs::remove_file(lock.path());
+        return Err(OpenError::Unknown(name.to_owned()).into());
+    }
+    let record = node
+        .run
+        .read_runtime(name)?
+        .map(|f| f.record())
+        .ok_or_else(|| OpenError::NoRecord(name.to_owned()))?;
+    if record.incomplete {
+        return Err(OpenError::Incomplete(name.to_owned()).into());
+    }
+    Ok(record)
 }
 
 /// The text `accept` reads: our record, or Ganeti's runtime format for an
