@@ -112,6 +112,12 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
         "B's argv: {argv:?}"
     );
     lab.ok(&["migrate", "mig9", "--target", &listen, "--wait", "300"])?;
+    // Ganeti's QEMU has no users' monitor: status takes its control one.
+    let status: Value = serde_json::from_str(&lab.ok(&["migration-status", "mig9"])?)?;
+    ensure!(
+        status["status"] == "completed" && status["target"] == listen,
+        "migration-status of Ganeti's QEMU: {status}"
+    );
     ok_b(lab, &["finalize-target", "mig9", "--success"])?;
     lab.ok(&["finalize-source", "mig9", "--success"])?;
     let mut console = Console::attach(&lab.dir.join("run-b/ctrl/mig9.serial"))?;

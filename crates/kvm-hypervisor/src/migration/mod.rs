@@ -906,7 +906,8 @@ pub async fn start_postcopy(node: &Node, name: &str) -> Result<(), MigrationErro
 
 /// A QMP session on `name`'s users' monitor (`ctrl/<name>.qmp-user`),
 /// without the instance's lock: what status and cancel use, so they work
-/// while `migrate --wait` holds the lock and the control monitor.
+/// while `migrate --wait` holds the lock and the control monitor. A QEMU
+/// Ganeti's layer started has only its control monitor: that one then.
 async fn observe(node: &Node, name: &str) -> Result<qmp_protocol::Client, MigrationError> {
     crate::state::check_name(name)?;
     if !matches!(
@@ -919,7 +920,14 @@ async fn observe(node: &Node, name: &str) -> Result<qmp_protocol::Client, Migrat
             OpenError::Unknown(name.to_owned()).into()
         });
     }
-    let socket = node.run.socket(name, crate::state::Socket::UserQmp);
+    // A QEMU that Ganeti's layer started has no users' monitor: its
+    // control monitor then (free unless our `migrate --wait` holds it).
+    let user = node.run.socket(name, crate::state::Socket::UserQmp);
+    let socket = if user.exists() {
+        user
+    } else {
+        node.run.socket(name, crate::state::Socket::Qmp)
+    };
     crate::instance::connect(&socket, MONITOR_WAIT)
         .await
         .map_err(qmp_err(name))
