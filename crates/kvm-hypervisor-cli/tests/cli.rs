@@ -620,3 +620,141 @@ fn accept_with_an_incomplete_tls_directory_names_the_missing_file() {
                 .is_none()
     );
 }
+
+/// A Ganeti package's skeleton: what `ganeti install` reads and changes
+/// (the release in `_constants.py`, the map in `hypervisor/__init__.py`).
+fn fake_ganeti(root: &std::path::Path, release: &str) -> std::path::PathBuf {
+    let dir = root.join("ganeti");
+    std::fs::create_dir_all(dir.join("hypervisor/__pycache__")).expect("dirs");
+    std::fs::write(
+        dir.join("_constants.py"),
+        format!("VERSION_MAJOR = 3\nRELEASE_VERSION = \"{release}\"\n"),
+    )
+    .expect("constants");
+    std::fs::write(
+        dir.join("hypervisor/__init__.py"),
+        "from ganeti import constants\n\
+         from ganeti.hypervisor import hv_fake\n\
+         from ganeti.hypervisor import hv_kvm\n\
+         \n\
+         _HYPERVISOR_MAP = {\n\
+         \x20 constants.HT_FAKE: hv_fake.FakeHypervisor,\n\
+         \x20 constants.HT_KVM: hv_kvm.KVMHypervisor,\n\
+         \x20 }\n",
+    )
+    .expect("init");
+    std::fs::write(
+        dir.join("hypervisor/__pycache__/__init__.cpython-311.pyc"),
+        b"",
+    )
+    .expect("pyc");
+    dir
+}
+
+#[test]
+fn ganeti_install_points_kvm_at_our_class_and_uninstall_restores_the_file() {
+    let r = TempRun::new("ganeti-install");
+    let dir = fake_ganeti(&r.0, "3.0.2");
+    let d = dir.to_str().expect("utf-8");
+    let init = dir.join("hypervisor/__init__.py");
+    let original = std::fs::read_to_string(&init).expect("init");
+    let status = |args: &[&str]| -> serde_json::Value {
+        let out = r.run(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let before = status(&["ganeti", "status", "--ganeti-dir", d, "--json"]);
+    assert_eq!(before["kvm_class"], "ganeti");
+    assert_eq!(before["version"], "3.0.2");
+    for _ in 0..2 {
+        let after = status(&["ganeti", "install", "--ganeti-dir", d, "--json"]);
+        assert_eq!(after["kvm_class"], "kvm-hypervisor");
+        assert_eq!(after["module_current"], true);
+    }
+    let patched = std::fs::read_to_string(&init).expect("init");
+    assert_eq!(
+        patched,
+        original
+            .replace(
+                "constants.HT_KVM: hv_kvm.KVMHypervisor,",
+                "constants.HT_KVM: kvmh_ganeti.KvmHypervisor,"
+            )
+            .replace(
+                "import hv_kvm\n",
+                "import hv_kvm\nfrom ganeti.hypervisor import kvmh_ganeti  # kvm-hypervisor: serves `kvm`\n"
+            )
+    );
+    assert!(
+        !dir.join("hypervisor/__pycache__/__init__.cpython-311.pyc")
+            .exists()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("hypervisor/kvmh_ganeti.py")).expect("module"),
+        kvm_hypervisor_class()
+    );
+    let back = status(&["ganeti", "uninstall", "--ganeti-dir", d, "--json"]);
+    assert_eq!(back["kvm_class"], "ganeti");
+    assert_eq!(std::fs::read_to_string(&init).expect("init"), original);
+    assert!(!dir.join("hypervisor/kvmh_ganeti.py").exists());
+    assert!(!dir.join("hypervisor/__init__.py.kvmh-orig").exists());
+}
+
+fn kvm_hypervisor_class() -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../integrations/ganeti/kvmh_ganeti.py"),
+    )
+    .expect("class source")
+}
+
+#[test]
+fn ganeti_install_refuses_an_unknown_release_and_a_non_ganeti_directory() {
+    let r = TempRun::new("ganeti-unknown");
+    let dir = fake_ganeti(&r.0, "2.16.2");
+    let out = r.run(&[
+        "ganeti",
+        "install",
+        "--ganeti-dir",
+        dir.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "Error: {}: Ganeti 2.16.2, which kvm-hypervisor does not know (it knows 3.0)\n",
+            dir.display()
+        )
+    );
+    assert!(!dir.join("hypervisor/kvmh_ganeti.py").exists());
+    let out = r.run(&[
+        "ganeti",
+        "status",
+        "--ganeti-dir",
+        r.0.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "Error: {}: not Ganeti's Python package (no _constants.py)\n",
+            r.0.display()
+        )
+    );
+}
+
+#[test]
+fn the_ganeti_class_is_valid_python() {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import ast, sys; ast.parse(open(sys.argv[1]).read())"])
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../integrations/ganeti/kvmh_ganeti.py"),
+        )
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

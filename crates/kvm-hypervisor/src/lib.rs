@@ -23,6 +23,7 @@
 
 pub mod caps;
 pub mod devices;
+pub mod ganeti;
 pub mod host;
 pub mod hotplug;
 mod instance;

@@ -4,6 +4,7 @@
 use std::error::Error;
 
 use crate::caps::CapsError;
+use crate::ganeti::GanetiError;
 use crate::hotplug::HotplugError;
 use crate::instance::OpenError;
 use crate::launch::StartError;
@@ -82,8 +83,20 @@ fn classify_one(e: &(dyn Error + 'static)) -> Option<ErrorKind> {
         PlanError,
         UidPoolError,
         CapsError,
+        GanetiError,
     );
     None
+}
+
+impl Classify for GanetiError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            GanetiError::NotGaneti { .. } | GanetiError::UnknownVersion { .. } => {
+                ErrorKind::InvalidInput
+            }
+            _ => ErrorKind::Failed,
+        }
+    }
 }
 
 impl Classify for StateError {

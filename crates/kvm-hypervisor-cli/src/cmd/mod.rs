@@ -3,6 +3,7 @@
 mod balloon;
 mod cleanup;
 mod console;
+mod ganeti;
 mod hotplug;
 mod info;
 mod migration;
@@ -98,6 +99,8 @@ pub(crate) enum Command {
     /// Live migration, target: after success the guest runs here; after a
     /// failure stop and clean up the incoming instance.
     FinalizeTarget(migration::FinalizeArgs),
+    /// Serve Ganeti's `kvm` hypervisor on this Ganeti node, or stop doing so.
+    Ganeti(ganeti::Args),
 }
 
 impl Command {
@@ -131,6 +134,7 @@ impl Command {
             Command::MigratePostcopy(a) => a.postcopy(g),
             Command::FinalizeSource(a) => a.run(g, true),
             Command::FinalizeTarget(a) => a.run(g, false),
+            Command::Ganeti(a) => a.run(g),
         }
     }
 }
