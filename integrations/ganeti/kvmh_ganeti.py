@@ -67,9 +67,14 @@ def _Run(args, stdin=None, check=True):
 
 
 def _Json(args, stdin=None):
+  """Runs `args --json`; the JSON it printed (the last line of JSON lines)."""
   out = _Run(list(args) + ["--json"], stdin=stdin).stdout.strip()
-  lines = [l for l in out.splitlines() if l.strip()]
-  return json.loads(lines[-1]) if lines else None
+  if not out:
+    return None
+  try:
+    return json.loads(out)
+  except ValueError:
+    return json.loads(out.splitlines()[-1])
 
 
 def _NicSpec(nic):

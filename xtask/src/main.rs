@@ -17,6 +17,7 @@ mod e2e_hotplug;
 mod e2e_migration;
 mod e2e_ssh;
 mod faults;
+mod ganeti_lab;
 mod load;
 mod timing;
 
@@ -26,8 +27,8 @@ usage: cargo xtask <task>
 tasks:
   ci     install what the tests need, then fmt --check, clippy -D warnings,
          every test (the tidy test of the crate graph and bounded fuzzing
-         included), the end-to-end scenarios, the fault-injection suite,
-         docs -D warnings
+         included), the end-to-end scenarios, the fault-injection and load
+         suites, the Ganeti cluster, docs -D warnings
   demo   the main job: validate and show the bundled demo instance spec
   e2e    the end-to-end scenarios: the real binary and a real guest inside a
          network namespace (root); part of `ci` (KVMH_E2E_ONLY=migration:
@@ -37,6 +38,10 @@ tasks:
          step boundary of start, stop, reboot and hotplug, and a full run
          directory; after each, info tells the truth, the next command
          completes or undoes, nothing is left; prints a table (part of `ci`)
+  ganeti a real Ganeti 3.0 one-node cluster in namespaces (Debian's
+         `ganeti` package) whose `kvm` hypervisor is our class and binary: an
+         instance added, started, seen on its serial console, shut down and
+         removed (part of `ci`; issue 14 grows it)
   load   20 instances started and stopped concurrently, then 200 start /
          hotplug add-disk / stop cycles, the monitor daemon watching: no
          failure, no descriptor leaked by the monitor, an empty run
@@ -81,6 +86,7 @@ fn main() -> Result<()> {
         Some("e2e") => run_e2e(),
         Some("faults") => run_faults(),
         Some("load") => run_load(),
+        Some("ganeti") => run_ganeti(),
         Some("guest") => guest().map(|g| {
             println!("kernel {}", g.kernel.display());
             println!("initrd {}", g.initrd.display());
@@ -162,6 +168,7 @@ fn ci() -> Result<()> {
     run_e2e()?;
     run_faults()?;
     run_load()?;
+    run_ganeti()?;
     run(
         "cargo doc",
         cargo()
@@ -599,6 +606,24 @@ fn run_faults() -> Result<()> {
         guest,
         root().join("target/debug/kvm-hypervisor"),
         "disabled",
+    )
+}
+
+fn run_ganeti() -> Result<()> {
+    let guest = lab_ready()?;
+    install_missing(&[
+        ("gnt-cluster", "ganeti"),
+        ("socat", "socat"),
+        ("tmux", "tmux"),
+        ("unshare", "util-linux"),
+    ])?;
+    if !Path::new("/usr/share/ganeti/os/noop").exists() {
+        install(&["ganeti-os-noop"])?;
+    }
+    ganeti_lab::ganeti(
+        &guest.kernel,
+        &guest.initrd,
+        &root().join("target/debug/kvm-hypervisor"),
     )
 }
 

@@ -111,7 +111,15 @@ impl ScsiControllerType {
 
 str_enum! {
     /// `disk_discard`: whether guest discards reach the backing store.
-    DiskDiscard { Ignore = "ignore", Unmap = "unmap" }
+    DiskDiscard {
+        /// discards are dropped
+        Ignore = "ignore",
+        /// discards reach the backing store
+        Unmap = "unmap",
+        /// QEMU's default (`ignore`): Ganeti 3.0's default value, which
+        /// Ganeti's later releases turn into `ignore`
+        Default = "default",
+    }
 }
 
 str_enum! {

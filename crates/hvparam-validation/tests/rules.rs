@@ -215,6 +215,11 @@ fn required_set_value_cannot_be_empty() {
 #[test]
 fn optional_set_value_may_be_empty() {
     assert_eq!(params(json!({"disk_discard": ""})).disk_discard(), None);
+    // Ganeti 3.0's cluster default.
+    assert_eq!(
+        params(json!({"disk_discard": "default"})).disk_discard(),
+        Some(DiskDiscard::Default)
+    );
 }
 
 #[test]

@@ -94,7 +94,11 @@ impl DiskDevice {
         let mut node = Map::new();
         node.insert("driver".into(), json!("raw"));
         node.insert("node-name".into(), json!(id.as_str()));
-        let discard = hv.disk_discard().map_or("ignore", |d| d.as_str());
+        // Ganeti 3.0's `default` is QEMU's default, `ignore`.
+        let discard = match hv.disk_discard() {
+            Some(crate::hvparams::DiskDiscard::Unmap) => "unmap",
+            _ => "ignore",
+        };
         node.insert("discard".into(), json!(discard));
         node.insert(
             "cache".into(),

@@ -1,0 +1,354 @@
+//! `cargo xtask ganeti`: real Ganeti 3.0 clusters whose `kvm` hypervisor
+//! is served by our class and binary, one node per mount + UTS + network
+//! namespace, as `../shared/ganeti-lab.md` describes. First step of issue
+//! 14: a one-node cluster; an instance added, started, seen on its serial
+//! console, shut down and removed, every hypervisor call going through
+//! `kvm-hypervisor`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+
+use crate::e2e::Console;
+
+/// One node: the process holding its namespaces, and its address.
+struct Node {
+    name: String,
+    holder: Child,
+    root_veth: String,
+}
+
+/// The lab: its directory, the root namespace's bridge joining the nodes,
+/// the nodes. Dropping it kills every process of every node (by pid) and
+/// removes links and files.
+pub(crate) struct GanetiLab {
+    dir: PathBuf,
+    bridge: String,
+    nodes: Vec<Node>,
+    bin: PathBuf,
+}
+
+fn sh(program: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(program).args(args).output()?;
+    ensure!(
+        out.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+fn copy_tree(from: &str, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    sh(
+        "cp",
+        &["-a", &format!("{from}/."), to.to_str().context("utf-8")?],
+    )
+}
+
+fn netns_of(pid: u32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
+}
+
+impl Drop for GanetiLab {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            // Every process in the node's network namespace (its daemons,
+            // sshd, QEMUs), by pid, then the holder.
+            if let Some(ns) = netns_of(node.holder.id()) {
+                for pid in procs_in(&ns) {
+                    if pid != node.holder.id() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+            let _ = node.holder.kill();
+            let _ = node.holder.wait();
+            let _ = Command::new("ip")
+                .args(["link", "del", &node.root_veth])
+                .status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The pids whose network namespace is `ns`.
+fn procs_in(ns: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| netns_of(*pid).as_deref() == Some(ns))
+        .collect()
+}
+
+fn step(at: Instant, what: &str) {
+    eprintln!("ganeti: {:6.1} s  {what}", at.elapsed().as_secs_f64());
+}
+
+impl GanetiLab {
+    fn new(bin: &Path) -> Result<GanetiLab> {
+        let id = std::process::id();
+        let dir = crate::root().join(format!("target/ganeti-{id}"));
+        std::fs::create_dir_all(dir.join("shared"))?;
+        let lab = GanetiLab {
+            dir,
+            bridge: format!("kvg{}", id % 100_000),
+            nodes: Vec::new(),
+            bin: bin.to_owned(),
+        };
+        sh("ip", &["link", "add", &lab.bridge, "type", "bridge"])?;
+        sh("ip", &["link", "set", &lab.bridge, "up"])?;
+        std::fs::write(
+            lab.dir.join("hosts"),
+            "127.0.0.1 localhost\n192.0.2.10 cluster.gnt.test\n\
+             192.0.2.11 node1.gnt.test node1\n192.0.2.12 node2.gnt.test node2\n",
+        )?;
+        Ok(lab)
+    }
+
+    /// Node `n` (1, 2): its directories, namespaces, link and sshd.
+    fn add_node(&mut self, n: u8) -> Result<()> {
+        let name = format!("node{n}");
+        let node_dir = self.dir.join(&name);
+        for d in [
+            "var/lib/ganeti",
+            "var/log/ganeti",
+            "root",
+            "srv",
+            "usr/local/sbin",
+        ] {
+            std::fs::create_dir_all(node_dir.join(d))?;
+        }
+        copy_tree("/etc/ganeti", &node_dir.join("etc/ganeti"))?;
+        copy_tree("/etc/ssh", &node_dir.join("etc/ssh"))?;
+        copy_tree("/usr/share/ganeti/3.0", &node_dir.join("ganeti-pkg"))?;
+        std::fs::write(
+            node_dir.join("etc/ganeti/file-storage-paths"),
+            "/srv/ganeti/file-storage\n/srv/ganeti/shared-file-storage\n",
+        )?;
+        std::fs::copy(&self.bin, node_dir.join("usr/local/sbin/kvm-hypervisor"))?;
+        let script = crate::root().join("xtask/ganeti/node.sh");
+        let mut holder = Command::new("unshare")
+            .args(["--mount", "--uts", "--net", "--propagation", "private"])
+            .arg(&script)
+            .arg(&name)
+            .arg(&self.dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let mut ready = String::new();
+        BufReader::new(holder.stdout.take().context("stdout")?).read_line(&mut ready)?;
+        let root_veth = format!("{}n{n}", self.bridge);
+        self.nodes.push(Node {
+            name: name.clone(),
+            holder,
+            root_veth: root_veth.clone(),
+        });
+        ensure!(ready.trim() == "ready", "node {name} did not come up");
+        let pid = self.nodes.last().context("node")?.holder.id().to_string();
+        sh(
+            "ip",
+            &[
+                "link", "add", &root_veth, "type", "veth", "peer", "name", "eth0", "netns", &pid,
+            ],
+        )?;
+        sh(
+            "ip",
+            &["link", "set", &root_veth, "master", &self.bridge, "up"],
+        )?;
+        let addr = format!("192.0.2.1{n}/24");
+        for args in [
+            &["ip", "link", "add", "gntbr", "type", "bridge"][..],
+            &["ip", "addr", "add", &addr, "dev", "gntbr"],
+            &["ip", "link", "set", "gntbr", "up"],
+            &["ip", "link", "set", "eth0", "master", "gntbr", "up"],
+            &["/usr/sbin/sshd"],
+        ] {
+            self.ok(n, args)?;
+        }
+        Ok(())
+    }
+
+    fn node(&self, n: u8) -> Result<&Node> {
+        self.nodes
+            .iter()
+            .find(|x| x.name == format!("node{n}"))
+            .context("no such node")
+    }
+
+    /// Runs `args` inside node `n`.
+    fn run(&self, n: u8, args: &[&str]) -> Result<Output> {
+        let pid = self.node(n)?.holder.id().to_string();
+        Ok(Command::new("nsenter")
+            .args(["-t", &pid, "-m", "-u", "-n", "--"])
+            .args(args)
+            .output()?)
+    }
+
+    fn ok(&self, n: u8, args: &[&str]) -> Result<String> {
+        let out = self.run(n, args)?;
+        if !out.status.success() {
+            bail!(
+                "node{n}: {} failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A path inside node `n`'s mount namespace, as this process reaches it.
+    fn path_in(&self, n: u8, path: &str) -> Result<PathBuf> {
+        Ok(PathBuf::from(format!(
+            "/proc/{}/root{path}",
+            self.node(n)?.holder.id()
+        )))
+    }
+}
+
+pub(crate) fn ganeti(guest_kernel: &Path, guest_initrd: &Path, bin: &Path) -> Result<()> {
+    let mut lab = GanetiLab::new(bin)?;
+    let result = one_node(&mut lab, guest_kernel, guest_initrd);
+    if result.is_err() {
+        // What Ganeti's node daemon said, before the lab goes.
+        let log = lab.dir.join("node1/var/log/ganeti/node-daemon.log");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        eprintln!("ganeti: the end of {}:", log.display());
+        for l in tail.iter().rev() {
+            eprintln!("  {l}");
+        }
+    }
+    result
+}
+
+fn one_node(lab: &mut GanetiLab, guest_kernel: &Path, guest_initrd: &Path) -> Result<()> {
+    let at = Instant::now();
+    lab.add_node(1)?;
+    step(at, "node1 up (namespaces, bridge gntbr 192.0.2.11, sshd)");
+    let status = lab.ok(
+        1,
+        &[
+            "/usr/local/sbin/kvm-hypervisor",
+            "ganeti",
+            "install",
+            "--ganeti-dir",
+            "/usr/share/ganeti/3.0/ganeti",
+        ],
+    )?;
+    ensure!(status.contains("served by kvm-hypervisor"), "{status}");
+    step(at, "our class serves kvm on node1");
+    let hv = format!(
+        "kvm:kvm_flag=disabled,kvm_path=/usr/bin/qemu-system-x86_64,vhost_net=false,\
+         kernel_path={},initrd_path={},serial_console=true,serial_speed=115200,\
+         root_path=/dev/ram0,kernel_args=quiet panic=-1,machine_version=pc-i440fx-7.2",
+        guest_kernel.display(),
+        guest_initrd.display()
+    );
+    lab.ok(
+        1,
+        &[
+            "gnt-cluster",
+            "init",
+            "--no-etc-hosts",
+            "--master-netdev=gntbr",
+            "--enabled-hypervisors=kvm",
+            "--enabled-disk-templates=file,sharedfile",
+            "-H",
+            &hv,
+            "-N",
+            "link=gntbr",
+            "cluster.gnt.test",
+        ],
+    )?;
+    lab.ok(
+        1,
+        &[
+            "gnt-cluster",
+            "modify",
+            "--ipolicy-bounds-specs",
+            "min:cpu-count=1,disk-count=1,disk-size=1,memory-size=32,nic-count=0,spindle-use=0\
+             /max:cpu-count=8,disk-count=16,disk-size=1048576,memory-size=32768,nic-count=8,spindle-use=12",
+        ],
+    )?;
+    step(at, "gnt-cluster init");
+    lab.ok(
+        1,
+        &[
+            "gnt-instance",
+            "add",
+            "-t",
+            "file",
+            "-o",
+            "noop",
+            "--no-install",
+            "--no-name-check",
+            "--no-ip-check",
+            "-s",
+            "64M",
+            "-B",
+            "memory=256M",
+            "-n",
+            "node1.gnt.test",
+            "inst1",
+        ],
+    )?;
+    step(at, "gnt-instance add inst1");
+    lab.ok(1, &["gnt-instance", "start", "inst1"])?;
+    step(at, "gnt-instance start inst1");
+    let info: Value = serde_json::from_str(&lab.ok(
+        1,
+        &[
+            "/usr/local/sbin/kvm-hypervisor",
+            "--run-dir",
+            "/var/run/ganeti/kvm-hypervisor",
+            "info",
+            "inst1",
+            "--json",
+        ],
+    )?)?;
+    ensure!(info["state"] == "running", "inst1 on node1: {info}");
+    let mut console =
+        Console::attach(&lab.path_in(1, "/run/ganeti/kvm-hypervisor/ctrl/inst1.serial")?)?;
+    // Attached first, then the console log read: READY is in the log
+    // already, or it comes on the console.
+    let log = lab.path_in(1, "/run/ganeti/kvm-hypervisor/log/inst1.console")?;
+    if !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("GLAB-READY")
+    {
+        console.until("GLAB-READY")?;
+    }
+    let hi = console.run("echo ganeti-$((6*7))")?;
+    ensure!(hi == ["ganeti-42"], "the guest's console: {hi:?}");
+    drop(console);
+    step(
+        at,
+        "the guest answers on its serial console; our binary runs it",
+    );
+    let ginfo = lab.ok(1, &["gnt-instance", "info", "inst1"])?;
+    ensure!(
+        ginfo.contains("State: configured to be up, actual state is up"),
+        "gnt-instance info: {ginfo}"
+    );
+    lab.ok(1, &["gnt-instance", "shutdown", "--timeout=30", "inst1"])?;
+    step(at, "gnt-instance shutdown");
+    lab.ok(1, &["gnt-instance", "remove", "-f", "inst1"])?;
+    step(at, "gnt-instance remove");
+    Ok(())
+}
