@@ -209,6 +209,49 @@ class KvmHypervisor(hv_kvm.KVMHypervisor):
         infos.append(self._Info(entry))
     return infos
 
+  # Hotplug: disks and NICs added and removed, NICs modified.
+
+  def HotplugSupported(self, instance):
+    if self.GetInstanceInfo(instance.name) is None:
+      raise errors.HotplugError("Instance is probably down")
+
+  def VerifyHotplugSupport(self, instance, action, dev_type):
+    supported = {
+      constants.HOTPLUG_TARGET_DISK: (constants.HOTPLUG_ACTION_ADD,
+                                      constants.HOTPLUG_ACTION_REMOVE),
+      constants.HOTPLUG_TARGET_NIC: (constants.HOTPLUG_ACTION_ADD,
+                                     constants.HOTPLUG_ACTION_REMOVE,
+                                     constants.HOTPLUG_ACTION_MODIFY),
+      }
+    if action not in supported.get(dev_type, ()):
+      raise errors.HotplugError("Hotplug %s of a %s is not supported" %
+                                (action, dev_type))
+
+  @staticmethod
+  def _Hotplug(args):
+    try:
+      return _Json(["hotplug"] + args)
+    except CommandFailed as err:
+      raise errors.HotplugError(str(err))
+
+  def HotAddDevice(self, instance, dev_type, device, extra, seq):
+    if dev_type == constants.HOTPLUG_TARGET_DISK:
+      link, uri = extra
+      spec = _DiskSpec(device, link, uri)
+      self._Hotplug(["add-disk", instance.name, json.dumps(spec)])
+    else:
+      self._Hotplug(["add-nic", instance.name, json.dumps(_NicSpec(device))])
+
+  def HotDelDevice(self, instance, dev_type, device, _, seq):
+    verb = "del-disk" if dev_type == constants.HOTPLUG_TARGET_DISK \
+      else "del-nic"
+    self._Hotplug([verb, instance.name, device.uuid])
+
+  def HotModDevice(self, instance, dev_type, device, _, seq):
+    if dev_type != constants.HOTPLUG_TARGET_NIC:
+      raise errors.HotplugError("Only NICs can be modified while running")
+    self._Hotplug(["mod-nic", instance.name, json.dumps(_NicSpec(device))])
+
   # Migration (reference 1.7)
 
   def MigrationInfo(self, instance):

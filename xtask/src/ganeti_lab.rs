@@ -212,6 +212,22 @@ impl GanetiLab {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The serial console of `name` on node `n`, once its guest is ready:
+    /// attached first, then the console log read (the start truncates it):
+    /// READY is in the log already, or it comes on the console.
+    fn console(&self, n: u8, name: &str) -> Result<Console> {
+        let dir = "/run/ganeti/kvm-hypervisor";
+        let mut console = Console::attach(&self.path_in(n, &format!("{dir}/ctrl/{name}.serial"))?)?;
+        let log = self.path_in(n, &format!("{dir}/log/{name}.console"))?;
+        if !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("GLAB-READY")
+        {
+            console.until("GLAB-READY")?;
+        }
+        Ok(console)
+    }
+
     /// A path inside node `n`'s mount namespace, as this process reaches it.
     fn path_in(&self, n: u8, path: &str) -> Result<PathBuf> {
         Ok(PathBuf::from(format!(
@@ -302,7 +318,7 @@ fn one_node(lab: &mut GanetiLab, guest_kernel: &Path, guest_initrd: &Path) -> Re
             "-s",
             "64M",
             "-B",
-            "memory=256M",
+            "minmem=128M,maxmem=256M",
             "-n",
             "node1.gnt.test",
             "inst1",
@@ -323,23 +339,85 @@ fn one_node(lab: &mut GanetiLab, guest_kernel: &Path, guest_initrd: &Path) -> Re
         ],
     )?)?;
     ensure!(info["state"] == "running", "inst1 on node1: {info}");
-    let mut console =
-        Console::attach(&lab.path_in(1, "/run/ganeti/kvm-hypervisor/ctrl/inst1.serial")?)?;
-    // Attached first, then the console log read: READY is in the log
-    // already, or it comes on the console.
-    let log = lab.path_in(1, "/run/ganeti/kvm-hypervisor/log/inst1.console")?;
-    if !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("GLAB-READY")
-    {
-        console.until("GLAB-READY")?;
-    }
+    // Our record, not Ganeti's array: our binary started it.
+    let record =
+        std::fs::read_to_string(lab.path_in(1, "/run/ganeti/kvm-hypervisor/conf/inst1.runtime")?)?;
+    ensure!(
+        serde_json::from_str::<Value>(&record)?["origin"] == "ours",
+        "inst1's runtime file: {record}"
+    );
+    let mut console = lab.console(1, "inst1")?;
     let hi = console.run("echo ganeti-$((6*7))")?;
     ensure!(hi == ["ganeti-42"], "the guest's console: {hi:?}");
-    drop(console);
     step(
         at,
         "the guest answers on its serial console; our binary runs it",
+    );
+    let modify = |what: &[&str]| -> Result<String> {
+        let mut args = vec!["gnt-instance", "modify", "--hotplug"];
+        args.extend_from_slice(what);
+        args.push("inst1");
+        lab.ok(1, &args)
+    };
+    modify(&["--disk", "add:size=16M"])?;
+    console.until("GLAB uevent add block vdb")?;
+    modify(&["--disk", "1:remove"])?;
+    console.until("GLAB uevent remove block vdb")?;
+    step(
+        at,
+        "gnt-instance modify --hotplug --disk add, then remove: the guest saw vdb come and go",
+    );
+    modify(&["--net", "add:link=gntbr"])?;
+    console.until("GLAB uevent add net eth1")?;
+    modify(&["--net", "1:remove"])?;
+    console.until("GLAB uevent remove net eth1")?;
+    step(
+        at,
+        "gnt-instance modify --hotplug --net add, then remove: the guest saw eth1 come and go",
+    );
+    let mem_total = |c: &mut Console| -> Result<u64> {
+        let out = c.run("grep MemTotal /proc/meminfo")?;
+        out.first()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .context("no MemTotal")?
+            .parse()
+            .context("MemTotal")
+    };
+    let before = mem_total(&mut console)?;
+    lab.ok(
+        1,
+        &[
+            "gnt-instance",
+            "modify",
+            "--runtime-memory",
+            "128M",
+            "inst1",
+        ],
+    )?;
+    let after = mem_total(&mut console)?;
+    ensure!(after < before, "MemTotal {before} kB -> {after} kB");
+    step(
+        at,
+        "gnt-instance modify --runtime-memory 128M: the guest has less memory",
+    );
+    console.run("echo MARK > /tmp/mark")?;
+    drop(console);
+    lab.ok(1, &["gnt-instance", "reboot", "--type=soft", "inst1"])?;
+    let mut console = lab.console(1, "inst1")?;
+    let mark = console.run("cat /tmp/mark 2>/dev/null; true")?;
+    ensure!(mark.is_empty(), "a new boot keeps nothing in RAM: {mark:?}");
+    drop(console);
+    step(
+        at,
+        "gnt-instance reboot --type=soft: the guest booted again",
+    );
+    lab.ok(1, &["gnt-instance", "reboot", "--type=hard", "inst1"])?;
+    let mut console = lab.console(1, "inst1")?;
+    console.run("true")?;
+    drop(console);
+    step(
+        at,
+        "gnt-instance reboot --type=hard: the guest booted again",
     );
     let ginfo = lab.ok(1, &["gnt-instance", "info", "inst1"])?;
     ensure!(
