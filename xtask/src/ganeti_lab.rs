@@ -1,9 +1,11 @@
-//! `cargo xtask ganeti`: real Ganeti 3.0 clusters whose `kvm` hypervisor
-//! is served by our class and binary, one node per mount + UTS + network
-//! namespace, as `../shared/ganeti-lab.md` describes. First step of issue
-//! 14: a one-node cluster; an instance added, started, seen on its serial
-//! console, shut down and removed, every hypervisor call going through
-//! `kvm-hypervisor`.
+//! `cargo xtask ganeti`: real Ganeti 3.0.2 clusters (Debian's `ganeti`
+//! package) whose `kvm` hypervisor is served by our class and binary, one
+//! node per mount + UTS + network namespace, as `../shared/ganeti-lab.md`
+//! describes. One node: an instance added, started, reached on its serial
+//! console, disks and NICs hot-plugged and removed, ballooned, rebooted
+//! soft and hard, shut down and removed. Two nodes: a `sharedfile`
+//! instance live-migrated there and back (a marker in its RAM survives) and
+//! failed over. Every hypervisor call goes through `kvm-hypervisor`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -239,15 +241,17 @@ impl GanetiLab {
 
 pub(crate) fn ganeti(guest_kernel: &Path, guest_initrd: &Path, bin: &Path) -> Result<()> {
     let mut lab = GanetiLab::new(bin)?;
-    let result = one_node(&mut lab, guest_kernel, guest_initrd);
+    let result = one_node(&mut lab, guest_kernel, guest_initrd).and_then(|()| two_nodes(&mut lab));
     if result.is_err() {
         // What Ganeti's node daemon said, before the lab goes.
-        let log = lab.dir.join("node1/var/log/ganeti/node-daemon.log");
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(30).collect();
-        eprintln!("ganeti: the end of {}:", log.display());
-        for l in tail.iter().rev() {
-            eprintln!("  {l}");
+        for node in ["node1", "node2"] {
+            let log = lab.dir.join(node).join("var/log/ganeti/node-daemon.log");
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            eprintln!("ganeti: the end of {}:", log.display());
+            for l in tail.iter().rev() {
+                eprintln!("  {l}");
+            }
         }
     }
     result
@@ -427,6 +431,100 @@ fn one_node(lab: &mut GanetiLab, guest_kernel: &Path, guest_initrd: &Path) -> Re
     lab.ok(1, &["gnt-instance", "shutdown", "--timeout=30", "inst1"])?;
     step(at, "gnt-instance shutdown");
     lab.ok(1, &["gnt-instance", "remove", "-f", "inst1"])?;
+    step(at, "gnt-instance remove");
+    Ok(())
+}
+
+/// The instance `name` on node `n`: its guest's console answers and `cat
+/// /tmp/mark` says `mark`.
+fn mark_on(lab: &GanetiLab, n: u8, name: &str, mark: &str) -> Result<()> {
+    // A guest that arrived does not boot: no READY to wait for.
+    let mut console = Console::attach(
+        &lab.path_in(n, &format!("/run/ganeti/kvm-hypervisor/ctrl/{name}.serial"))?,
+    )?;
+    let got = console.run("cat /tmp/mark")?;
+    ensure!(got == [mark], "{name} on node{n}: the marker is {got:?}");
+    Ok(())
+}
+
+/// A second node; a `sharedfile` instance live-migrated there and back
+/// (its marker in RAM survives), then failed over.
+fn two_nodes(lab: &mut GanetiLab) -> Result<()> {
+    let at = Instant::now();
+    lab.add_node(2)?;
+    lab.ok(
+        2,
+        &[
+            "/usr/local/sbin/kvm-hypervisor",
+            "ganeti",
+            "install",
+            "--ganeti-dir",
+            "/usr/share/ganeti/3.0/ganeti",
+        ],
+    )?;
+    let key = std::fs::read_to_string(lab.dir.join("node1/root/.ssh/id_rsa.pub"))?;
+    let ssh = lab.dir.join("node2/root/.ssh");
+    std::fs::create_dir_all(&ssh)?;
+    std::fs::write(ssh.join("authorized_keys"), key)?;
+    lab.ok(
+        1,
+        &["gnt-node", "add", "--no-ssh-key-check", "node2.gnt.test"],
+    )?;
+    step(at, "gnt-node add node2 (our class serves kvm there too)");
+    lab.ok(
+        1,
+        &[
+            "gnt-instance",
+            "add",
+            "-t",
+            "sharedfile",
+            "-o",
+            "noop",
+            "--no-install",
+            "--no-name-check",
+            "--no-ip-check",
+            "-s",
+            "64M",
+            "-B",
+            "minmem=128M,maxmem=256M",
+            "-n",
+            "node1.gnt.test",
+            "inst2",
+        ],
+    )?;
+    lab.ok(1, &["gnt-instance", "start", "inst2"])?;
+    let mut console = lab.console(1, "inst2")?;
+    console.run("echo MARK-$((6*7)) > /tmp/mark")?;
+    drop(console);
+    step(
+        at,
+        "a sharedfile instance runs on node1 with a marker in RAM",
+    );
+    lab.ok(
+        1,
+        &[
+            "gnt-instance",
+            "migrate",
+            "-f",
+            "-n",
+            "node2.gnt.test",
+            "inst2",
+        ],
+    )?;
+    mark_on(lab, 2, "inst2", "MARK-42")?;
+    step(at, "gnt-instance migrate to node2: the marker came along");
+    lab.ok(1, &["gnt-instance", "migrate", "-f", "inst2"])?;
+    mark_on(lab, 1, "inst2", "MARK-42")?;
+    step(
+        at,
+        "gnt-instance migrate back to node1: the marker came along",
+    );
+    lab.ok(1, &["gnt-instance", "failover", "-f", "inst2"])?;
+    let mut console = lab.console(2, "inst2")?;
+    console.run("true")?;
+    drop(console);
+    step(at, "gnt-instance failover: it booted on node2");
+    lab.ok(1, &["gnt-instance", "remove", "-f", "inst2"])?;
     step(at, "gnt-instance remove");
     Ok(())
 }

@@ -38,10 +38,11 @@ tasks:
          step boundary of start, stop, reboot and hotplug, and a full run
          directory; after each, info tells the truth, the next command
          completes or undoes, nothing is left; prints a table (part of `ci`)
-  ganeti a real Ganeti 3.0 one-node cluster in namespaces (Debian's
-         `ganeti` package) whose `kvm` hypervisor is our class and binary: an
-         instance added, started, seen on its serial console, shut down and
-         removed (part of `ci`; issue 14 grows it)
+  ganeti real Ganeti 3.0 clusters in namespaces (Debian's `ganeti`
+         package) whose `kvm` hypervisor is our class and binary: one node
+         (add, start, console, hotplug, balloon, soft and hard reboot,
+         shutdown, remove), then two (live migration both ways, failover)
+         (part of `ci`)
   load   20 instances started and stopped concurrently, then 200 start /
          hotplug add-disk / stop cycles, the monitor daemon watching: no
          failure, no descriptor leaked by the monitor, an empty run

@@ -126,14 +126,21 @@ pub fn liveness(run: &RunDir, name: &str) -> Liveness {
 
 /// A live process whose argv names instance `name` and the pid file
 /// `pid_file` (so an instance of the same name in another run directory is
-/// not taken for it).
+/// not taken for it), in this process's mount namespace (a path names the
+/// same file only there: another container's, or a lab node's, QEMU of the
+/// same name and run directory is not ours).
 fn find_qemu(name: &str, pid_file: &Path) -> Option<(i32, ArgvFacts)> {
     let wanted = pid_file.to_string_lossy();
+    let mount_ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let ours = mount_ns("self");
     std::fs::read_dir("/proc")
         .ok()?
         .flatten()
         .find_map(|entry| {
             let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            if ours.is_some() && mount_ns(&pid.to_string()) != ours {
+                return None;
+            }
             let facts = ArgvFacts::parse(&process_argv(pid)?);
             let ours = facts.name.as_deref() == Some(name)
                 && facts.pidfile.as_deref() == Some(wanted.as_ref());
