@@ -137,6 +137,9 @@ class KvmHypervisor(hv_kvm.KVMHypervisor):
   # Lifecycle
 
   def StartInstance(self, instance, block_devices, startup_paused):
+    # Ganeti's kvmd tells a guest's own power-off from a crash on our
+    # `ctrl/NAME.kvmd` socket when user_shutdown is on (Ganeti's way).
+    self._StartKvmd(instance.hvparams)
     fd, path = tempfile.mkstemp(prefix="kvmh-", suffix=".json")
     try:
       with os.fdopen(fd, "w") as spec:

@@ -232,34 +232,27 @@ fn record_incomplete(
     Ok(())
 }
 
-/// Binds the monitor sockets QEMU gets as descriptors. Each is bound (and
-/// listening) under a temporary name, made private, then renamed into
-/// place: whoever watches `ctrl/` (the monitor daemon, on `IN_MOVED_TO`)
-/// never finds one that refuses connections (bound, not yet listening) or
-/// that others could still open.
+/// Binds the monitor sockets QEMU gets as descriptors, at their final
+/// paths: Ganeti's kvmd notices a `.kvmd` socket by its inotify `IN_CREATE`
+/// alone (a socket renamed into place would go unseen). The umask keeps
+/// each private from its creation; whoever watches the directory may still
+/// find one bound but not yet listening, so the monitor daemon retries a
+/// refused connection (`monitor::watch_instance`).
 fn bind_sockets(
     plan: &LaunchPlan,
     rb: &mut Rollback,
 ) -> StepResult<Vec<(i32, std::os::unix::net::UnixListener)>> {
+    use nix::sys::stat::{Mode, umask};
     let mut listeners = Vec::new();
     for s in &plan.listen_sockets {
         let _ = std::fs::remove_file(&s.path);
-        let file = s.path.file_name().map(|f| f.to_string_lossy().into_owned());
-        let tmp = s.path.with_file_name(format!(
-            ".{}.tmp-{}",
-            file.unwrap_or_default(),
-            std::process::id()
-        ));
-        let _ = std::fs::remove_file(&tmp);
-        let l = at(
-            "monitor-socket",
-            std::os::unix::net::UnixListener::bind(&tmp),
-        )?;
-        rb.push(Undo::RemoveFile(tmp.clone()));
-        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
-        at("monitor-socket", std::fs::set_permissions(&tmp, mode))?;
-        at("monitor-socket", std::fs::rename(&tmp, &s.path))?;
+        let old = umask(Mode::from_bits_truncate(0o077));
+        let bound = std::os::unix::net::UnixListener::bind(&s.path);
+        umask(old);
+        let l = at("monitor-socket", bound)?;
         rb.push(Undo::RemoveFile(s.path.clone()));
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        at("monitor-socket", std::fs::set_permissions(&s.path, mode))?;
         listeners.push((s.fd, l));
     }
     Ok(listeners)
