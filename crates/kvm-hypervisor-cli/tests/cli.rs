@@ -758,3 +758,56 @@ fn the_ganeti_class_is_valid_python() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn every_command_takes_json() {
+    let commands: &[&[&str]] = &[
+        &["validate"],
+        &["params"],
+        &["qemu-caps"],
+        &["plan"],
+        &["start"],
+        &["stop"],
+        &["info"],
+        &["list"],
+        &["cleanup"],
+        &["reboot"],
+        &["console"],
+        &["monitor"],
+        &["node-info"],
+        &["verify"],
+        &["balloon"],
+        &["qmp"],
+        &["runtime", "show"],
+        &["hotplug", "add-disk"],
+        &["hotplug", "del-disk"],
+        &["hotplug", "add-nic"],
+        &["hotplug", "del-nic"],
+        &["hotplug", "mod-nic"],
+        &["hotplug", "check"],
+        &["hotplug", "recover"],
+        &["resize-disk"],
+        &["migration-info"],
+        &["accept"],
+        &["migrate"],
+        &["migration-status"],
+        &["migrate-cancel"],
+        &["migrate-postcopy"],
+        &["finalize-source"],
+        &["finalize-target"],
+        &["ganeti", "install"],
+        &["ganeti", "uninstall"],
+        &["ganeti", "status"],
+    ];
+    let missing: Vec<String> = commands
+        .iter()
+        .filter(|c| {
+            let mut args = c.to_vec();
+            args.push("--help");
+            let out = run(&args);
+            !String::from_utf8_lossy(&out.stdout).contains("--json")
+        })
+        .map(|c| c.join(" "))
+        .collect();
+    assert!(missing.is_empty(), "without --json: {missing:?}");
+}

@@ -11,6 +11,11 @@ pub(crate) struct Args {
     /// half (sizes as for resize-disk: 4MiB, 1G, …).
     #[arg(long, value_name = "SIZE", default_value = "4MiB", value_parser = parse_size)]
     console_log_max: u64,
+    /// Print JSON (each verdict is a JSON line already; accepted for
+    /// uniformity).
+    #[arg(long)]
+    #[allow(dead_code)]
+    json: bool,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {

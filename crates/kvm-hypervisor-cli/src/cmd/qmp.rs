@@ -36,6 +36,10 @@ pub(crate) struct Args {
     /// With --events: stop at the first event of this name.
     #[arg(long, value_name = "EVENT", requires = "events")]
     until: Option<String>,
+    /// Print JSON (QMP's replies and events are JSON already; accepted for
+    /// uniformity).
+    #[arg(long)]
+    json: bool,
 }
 
 impl Args {
@@ -53,6 +57,7 @@ fn qmp_command(a: Args, g: &Global) -> anyhow::Result<()> {
         arguments,
         events,
         until,
+        json: _,
     } = a;
     let path = match (socket, instance) {
         (Some(p), _) => p,
