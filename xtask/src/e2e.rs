@@ -222,6 +222,28 @@ impl Console {
         }
     }
 
+    /// Sends `line` to the guest without waiting for anything.
+    pub(crate) fn send(&mut self, line: &str) -> Result<()> {
+        self.writer.write_all(format!("{line}\n").as_bytes())?;
+        Ok(())
+    }
+
+    /// Reads until the console closes (QEMU exited), at most 120 s of
+    /// silence.
+    pub(crate) fn until_closed(&mut self) -> Result<()> {
+        loop {
+            let mut line = String::new();
+            if self
+                .reader
+                .read_line(&mut line)
+                .context("serial console silent for 120 s")?
+                == 0
+            {
+                return Ok(());
+            }
+        }
+    }
+
     /// Runs `cmd` in the guest; returns its output lines.
     pub(crate) fn run(&mut self, cmd: &str) -> Result<Vec<String>> {
         self.writer.write_all(format!("{cmd}\n").as_bytes())?;

@@ -430,6 +430,46 @@ fn one_node(lab: &mut GanetiLab, guest_kernel: &Path, guest_initrd: &Path) -> Re
         ginfo.contains("State: configured to be up, actual state is up"),
         "gnt-instance info: {ginfo}"
     );
+    // A power-off inside the guest, with user_shutdown on: Ganeti's kvmd
+    // sees it on our kvmd socket and writes the flag; Ganeti says
+    // USER_down.
+    lab.ok(1, &["gnt-cluster", "modify", "--user-shutdown=true"])?;
+    lab.ok(
+        1,
+        &[
+            "gnt-instance",
+            "modify",
+            "-H",
+            "user_shutdown=true",
+            "inst1",
+        ],
+    )?;
+    lab.ok(1, &["gnt-instance", "reboot", "--type=hard", "inst1"])?;
+    let mut console = lab.console(1, "inst1")?;
+    let ctrl = lab.path_in(1, "/run/ganeti/kvm-hypervisor/ctrl")?;
+    let flag = appearing(&ctrl, "inst1.shutdown")?;
+    console.send("poweroff -f")?;
+    console.until_closed()?;
+    flag.wait()?;
+    let status = lab.ok(
+        1,
+        &[
+            "gnt-instance",
+            "list",
+            "--no-headers",
+            "-o",
+            "status",
+            "inst1",
+        ],
+    )?;
+    ensure!(
+        status.trim() == "USER_down",
+        "after a poweroff inside the guest: {status}"
+    );
+    step(
+        at,
+        "a poweroff inside the guest: Ganeti's kvmd on our socket, Ganeti says USER_down",
+    );
     lab.ok(1, &["gnt-instance", "shutdown", "--timeout=30", "inst1"])?;
     step(at, "gnt-instance shutdown");
     lab.ok(1, &["gnt-instance", "remove", "-f", "inst1"])?;
@@ -609,4 +649,45 @@ fn mixed(lab: &GanetiLab) -> Result<()> {
     );
     lab.ok(1, &["gnt-instance", "remove", "-f", "inst3"])?;
     Ok(())
+}
+
+/// A file about to appear in `dir`, watched with inotify from before.
+struct Appearing {
+    inotify: nix::sys::inotify::Inotify,
+    path: PathBuf,
+}
+
+fn appearing(dir: &Path, name: &str) -> Result<Appearing> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
+    inotify.add_watch(dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)?;
+    Ok(Appearing {
+        inotify,
+        path: dir.join(name),
+    })
+}
+
+impl Appearing {
+    /// Waits (30 s at most) until the file exists.
+    fn wait(&self) -> Result<()> {
+        use std::os::fd::AsFd;
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while !self.path.exists() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            ensure!(
+                !left.is_zero(),
+                "{} did not appear in 30 s",
+                self.path.display()
+            );
+            let mut fds = [nix::poll::PollFd::new(
+                self.inotify.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms))?;
+            // Drain; the loop looks at the file itself.
+            let _ = self.inotify.read_events();
+        }
+        Ok(())
+    }
 }

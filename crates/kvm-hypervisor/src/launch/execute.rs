@@ -232,12 +232,13 @@ fn record_incomplete(
     Ok(())
 }
 
-/// Binds the monitor sockets QEMU gets as descriptors, at their final
-/// paths: Ganeti's kvmd notices a `.kvmd` socket by its inotify `IN_CREATE`
-/// alone (a socket renamed into place would go unseen). The umask keeps
-/// each private from its creation; whoever watches the directory may still
-/// find one bound but not yet listening, so the monitor daemon retries a
-/// refused connection (`monitor::watch_instance`).
+/// Binds the monitor sockets QEMU gets as descriptors. Each is bound (and
+/// listening, private by the umask) under a temporary name, then
+/// hard-linked to its final path and the temporary name removed: whoever
+/// watches `ctrl/` sees `IN_CREATE` at the final path (all Ganeti's kvmd
+/// looks for) only once the socket accepts connections (bound to its final
+/// path directly, it could be found between `bind(2)` and `listen(2)`:
+/// "Connection refused", and kvmd never tries again).
 fn bind_sockets(
     plan: &LaunchPlan,
     rb: &mut Rollback,
@@ -246,13 +247,22 @@ fn bind_sockets(
     let mut listeners = Vec::new();
     for s in &plan.listen_sockets {
         let _ = std::fs::remove_file(&s.path);
+        let file = s.path.file_name().map(|f| f.to_string_lossy().into_owned());
+        let tmp = s.path.with_file_name(format!(
+            ".{}.tmp-{}",
+            file.unwrap_or_default(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&tmp);
         let old = umask(Mode::from_bits_truncate(0o077));
-        let bound = std::os::unix::net::UnixListener::bind(&s.path);
+        let bound = std::os::unix::net::UnixListener::bind(&tmp);
         umask(old);
         let l = at("monitor-socket", bound)?;
+        rb.push(Undo::RemoveFile(tmp.clone()));
+        let linked = std::fs::hard_link(&tmp, &s.path);
+        let _ = std::fs::remove_file(&tmp);
+        at("monitor-socket", linked)?;
         rb.push(Undo::RemoveFile(s.path.clone()));
-        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
-        at("monitor-socket", std::fs::set_permissions(&s.path, mode))?;
         listeners.push((s.fd, l));
     }
     Ok(listeners)
