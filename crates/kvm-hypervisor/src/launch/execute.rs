@@ -259,6 +259,8 @@ fn bind_sockets(
         umask(old);
         let l = at("monitor-socket", bound)?;
         rb.push(Undo::RemoveFile(tmp.clone()));
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        at("monitor-socket", std::fs::set_permissions(&tmp, mode))?;
         let linked = std::fs::hard_link(&tmp, &s.path);
         let _ = std::fs::remove_file(&tmp);
         at("monitor-socket", linked)?;
