@@ -23,4 +23,6 @@ mount --bind "$lab/hosts" /etc/hosts
 mount --bind "$node/ganeti-pkg" /usr/share/ganeti/3.0
 ip link set lo up
 echo ready
+# Not a wait for anything: this process holds the node's namespaces until
+# the lab kills it by its pid.
 exec sleep infinity

@@ -210,27 +210,6 @@ impl std::os::fd::AsRawFd for Watch {
     }
 }
 
-/// Connects to a monitor socket that inotify just reported: it appears at
-/// `bind(2)`, before its owner's `listen(2)`, so a refused connection is
-/// retried for a while (with a growing pause) before it counts.
-async fn connect_when_listening(
-    socket: &std::path::Path,
-) -> Result<Client, qmp_protocol::QmpError> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    let mut pause = std::time::Duration::from_millis(2);
-    loop {
-        match crate::instance::connect(socket, std::time::Duration::from_secs(10)).await {
-            Ok(c) => return Ok(c),
-            Err(e) if tokio::time::Instant::now() < deadline && socket.exists() => {
-                tracing::debug!(socket = %socket.display(), error = %e, "monitor not listening yet");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(std::time::Duration::from_millis(200));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 async fn watch_instance(
     run: RunDir,
     name: String,
@@ -239,7 +218,10 @@ async fn watch_instance(
 ) {
     let socket = run.socket(&name, crate::state::Socket::Kvmd);
     let outcome = async {
-        let qmp: Client = connect_when_listening(&socket).await?;
+        // Sockets appear (a hard link, launch/execute.rs) only once they
+        // listen: a refused connection means the instance is gone.
+        let qmp: Client =
+            crate::instance::connect(&socket, std::time::Duration::from_secs(10)).await?;
         let mut events = qmp.events();
         let mut seen = Vec::new();
         // Until QEMU closes the connection (it exited).

@@ -238,7 +238,8 @@ fn record_incomplete(
 /// watches `ctrl/` sees `IN_CREATE` at the final path (all Ganeti's kvmd
 /// looks for) only once the socket accepts connections (bound to its final
 /// path directly, it could be found between `bind(2)` and `listen(2)`:
-/// "Connection refused", and kvmd never tries again).
+/// "Connection refused", and neither kvmd nor our monitor daemon tries
+/// again).
 fn bind_sockets(
     plan: &LaunchPlan,
     rb: &mut Rollback,

@@ -273,16 +273,12 @@ fn qmp_err(name: &str) -> impl FnOnce(QmpError) -> MigrationError + '_ {
 pub async fn migration_info(node: &Node, name: &str) -> Result<RuntimeRecord, MigrationError> {
     crate::state::check_name(name)?;
     let lock = node.run.lock(name, crate::state::LockWait::Up(LOCK_WAIT))?;
-    if !matches!(
-        crate::state::liveness(&node.run, name),
-        crate::state::Liveness::Running { .. }
-    ) {
-        if node.run.runtime_file(name).exists() {
-            return Err(OpenError::NotRunning(name.to_owned()).into());
+    if let Err(e) = running(node, name) {
+        if matches!(e, OpenError::Unknown(_)) {
+            // Nothing of it exists: not even its lock file stays.
+            let _ = std::fs::remove_file(lock.path());
         }
-        // Nothing of it exists: not even its lock file stays.
-        let _ = std::fs::remove_file(lock.path());
-        return Err(OpenError::Unknown(name.to_owned()).into());
+        return Err(e.into());
     }
     let record = node
         .run
@@ -293,6 +289,15 @@ pub async fn migration_info(node: &Node, name: &str) -> Result<RuntimeRecord, Mi
         return Err(OpenError::Incomplete(name.to_owned()).into());
     }
     Ok(record)
+}
+
+/// Whether `name`'s QEMU runs here; if not, whether it is known at all.
+fn running(node: &Node, name: &str) -> Result<(), OpenError> {
+    match crate::state::liveness(&node.run, name) {
+        crate::state::Liveness::Running { .. } => Ok(()),
+        _ if node.run.runtime_file(name).exists() => Err(OpenError::NotRunning(name.to_owned())),
+        _ => Err(OpenError::Unknown(name.to_owned())),
+    }
 }
 
 /// The text `accept` reads: our record, or Ganeti's runtime format for an
@@ -910,16 +915,7 @@ pub async fn start_postcopy(node: &Node, name: &str) -> Result<(), MigrationErro
 /// Ganeti's layer started has only its control monitor: that one then.
 async fn observe(node: &Node, name: &str) -> Result<qmp_protocol::Client, MigrationError> {
     crate::state::check_name(name)?;
-    if !matches!(
-        crate::state::liveness(&node.run, name),
-        crate::state::Liveness::Running { .. }
-    ) {
-        return Err(if node.run.runtime_file(name).exists() {
-            OpenError::NotRunning(name.to_owned()).into()
-        } else {
-            OpenError::Unknown(name.to_owned()).into()
-        });
-    }
+    running(node, name)?;
     // A QEMU that Ganeti's layer started has no users' monitor: its
     // control monitor then (free unless our `migrate --wait` holds it).
     let user = node.run.socket(name, crate::state::Socket::UserQmp);
