@@ -214,6 +214,48 @@ impl GanetiLab {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `kvm-hypervisor ganeti install|uninstall` in node `n`'s own copy of
+    /// Ganeti's package; what it printed.
+    fn our_class(&self, n: u8, verb: &str) -> Result<String> {
+        self.ok(
+            n,
+            &[
+                "/usr/local/sbin/kvm-hypervisor",
+                "ganeti",
+                verb,
+                "--ganeti-dir",
+                "/usr/share/ganeti/3.0/ganeti",
+            ],
+        )
+    }
+
+    /// `gnt-instance add` of a 64 MiB-disk, 128–256 MiB test instance of
+    /// disk template `template` on node1 (not started).
+    fn add_instance(&self, template: &str, name: &str) -> Result<()> {
+        self.ok(
+            1,
+            &[
+                "gnt-instance",
+                "add",
+                "-t",
+                template,
+                "-o",
+                "noop",
+                "--no-install",
+                "--no-name-check",
+                "--no-ip-check",
+                "-s",
+                "64M",
+                "-B",
+                "minmem=128M,maxmem=256M",
+                "-n",
+                "node1.gnt.test",
+                name,
+            ],
+        )?;
+        Ok(())
+    }
+
     /// The serial console of `name` on node `n`, once its guest is ready:
     /// attached first, then the console log read (the start truncates it):
     /// READY is in the log already, or it comes on the console.
@@ -263,16 +305,7 @@ fn one_node(lab: &mut GanetiLab, guest_kernel: &Path, guest_initrd: &Path) -> Re
     let at = Instant::now();
     lab.add_node(1)?;
     step(at, "node1 up (namespaces, bridge gntbr 192.0.2.11, sshd)");
-    let status = lab.ok(
-        1,
-        &[
-            "/usr/local/sbin/kvm-hypervisor",
-            "ganeti",
-            "install",
-            "--ganeti-dir",
-            "/usr/share/ganeti/3.0/ganeti",
-        ],
-    )?;
+    let status = lab.our_class(1, "install")?;
     ensure!(status.contains("served by kvm-hypervisor"), "{status}");
     step(at, "our class serves kvm on node1");
     let hv = format!(
@@ -309,27 +342,7 @@ fn one_node(lab: &mut GanetiLab, guest_kernel: &Path, guest_initrd: &Path) -> Re
         ],
     )?;
     step(at, "gnt-cluster init");
-    lab.ok(
-        1,
-        &[
-            "gnt-instance",
-            "add",
-            "-t",
-            "file",
-            "-o",
-            "noop",
-            "--no-install",
-            "--no-name-check",
-            "--no-ip-check",
-            "-s",
-            "64M",
-            "-B",
-            "minmem=128M,maxmem=256M",
-            "-n",
-            "node1.gnt.test",
-            "inst1",
-        ],
-    )?;
+    lab.add_instance("file", "inst1")?;
     step(at, "gnt-instance add inst1");
     lab.ok(1, &["gnt-instance", "start", "inst1"])?;
     step(at, "gnt-instance start inst1");
@@ -494,16 +507,7 @@ fn mark_on(lab: &GanetiLab, n: u8, name: &str, mark: &str) -> Result<()> {
 fn two_nodes(lab: &mut GanetiLab) -> Result<()> {
     let at = Instant::now();
     lab.add_node(2)?;
-    lab.ok(
-        2,
-        &[
-            "/usr/local/sbin/kvm-hypervisor",
-            "ganeti",
-            "install",
-            "--ganeti-dir",
-            "/usr/share/ganeti/3.0/ganeti",
-        ],
-    )?;
+    lab.our_class(2, "install")?;
     let key = std::fs::read_to_string(lab.dir.join("node1/root/.ssh/id_rsa.pub"))?;
     let ssh = lab.dir.join("node2/root/.ssh");
     std::fs::create_dir_all(&ssh)?;
@@ -513,27 +517,7 @@ fn two_nodes(lab: &mut GanetiLab) -> Result<()> {
         &["gnt-node", "add", "--no-ssh-key-check", "node2.gnt.test"],
     )?;
     step(at, "gnt-node add node2 (our class serves kvm there too)");
-    lab.ok(
-        1,
-        &[
-            "gnt-instance",
-            "add",
-            "-t",
-            "sharedfile",
-            "-o",
-            "noop",
-            "--no-install",
-            "--no-name-check",
-            "--no-ip-check",
-            "-s",
-            "64M",
-            "-B",
-            "minmem=128M,maxmem=256M",
-            "-n",
-            "node1.gnt.test",
-            "inst2",
-        ],
-    )?;
+    lab.add_instance("sharedfile", "inst2")?;
     lab.ok(1, &["gnt-instance", "start", "inst2"])?;
     let mut console = lab.console(1, "inst2")?;
     console.run("echo MARK-$((6*7)) > /tmp/mark")?;
@@ -576,40 +560,11 @@ fn two_nodes(lab: &mut GanetiLab) -> Result<()> {
 /// back, the guest noticing nothing.
 fn mixed(lab: &GanetiLab) -> Result<()> {
     let at = Instant::now();
-    lab.ok(
-        1,
-        &[
-            "/usr/local/sbin/kvm-hypervisor",
-            "ganeti",
-            "uninstall",
-            "--ganeti-dir",
-            "/usr/share/ganeti/3.0/ganeti",
-        ],
-    )?;
+    lab.our_class(1, "uninstall")?;
     lab.ok(1, &["/usr/lib/ganeti/daemon-util", "stop", "ganeti-noded"])?;
     lab.ok(1, &["/usr/lib/ganeti/daemon-util", "start", "ganeti-noded"])?;
     step(at, "node1 back on Ganeti's own KVM layer (noded restarted)");
-    lab.ok(
-        1,
-        &[
-            "gnt-instance",
-            "add",
-            "-t",
-            "sharedfile",
-            "-o",
-            "noop",
-            "--no-install",
-            "--no-name-check",
-            "--no-ip-check",
-            "-s",
-            "64M",
-            "-B",
-            "minmem=128M,maxmem=256M",
-            "-n",
-            "node1.gnt.test",
-            "inst3",
-        ],
-    )?;
+    lab.add_instance("sharedfile", "inst3")?;
     lab.ok(1, &["gnt-instance", "start", "inst3"])?;
     let runtime =
         std::fs::read_to_string(lab.path_in(1, "/run/ganeti/kvm-hypervisor/conf/inst3.runtime")?)?;
