@@ -139,6 +139,59 @@ fn validate_without_argument_is_a_usage_error() {
 }
 
 #[test]
+fn validate_hvparams_checks_a_map_alone_values_then_host() {
+    // Ganeti's CheckParameterSyntax (values only) and ValidateParameters
+    // (this host too) through `validate --hvparams`.
+    let map = temp_spec(
+        "hv.json",
+        r#"{"kernel_path": "/nonexistent/vmlinuz", "cpu_type": "host", "machine_version": "pc",
+            "migration_bandwidth": 1000}"#,
+    );
+    let out = run(&["validate", "--hvparams", map.path(), "--syntax-only"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        stdout(&out),
+        "hvparams: valid (values only; the host was not looked at)\nwarnings:\n  \
+         hvparams.cpu_type: `host` needs the same CPU on every node an instance may migrate to\n  \
+         hvparams.machine_version: `pc` is an alias whose meaning changes with the QEMU version, \
+         which can break live migration\n"
+    );
+    let out = run(&["validate", "--hvparams", map.path(), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        report["problems"],
+        serde_json::json!([{"field": "hvparams.kernel_path",
+                            "message": "/nonexistent/vmlinuz does not exist"}])
+    );
+    let bad = temp_spec("bad.json", r#"{"acpi": "yes", "boot_ordr": "disk"}"#);
+    let out = run(&["validate", "--hvparams", bad.path(), "--syntax-only"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout(&out).lines().take(4).collect::<Vec<_>>(),
+        [
+            "hvparams: 2 problem(s)",
+            "problems:",
+            "  hvparams.acpi: expected a boolean, found string \"yes\"",
+            "  hvparams.boot_ordr: unknown hvparam; did you mean `boot_order`?",
+        ]
+    );
+    let list = temp_spec("list.json", "[1]");
+    let out = run(&["validate", "--hvparams", list.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("Error: {}: not a JSON object\n", list.path())
+    );
+    assert_eq!(
+        run(&["validate", "--syntax-only", map.path()])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
 fn params_json_lists_every_hvparam_with_ganetis_default() {
     let out = run(&["params", "--json"]);
     assert_eq!(out.status.code(), Some(0));
@@ -653,8 +706,14 @@ fn fake_ganeti(root: &std::path::Path, release: &str) -> std::path::PathBuf {
 
 #[test]
 fn ganeti_install_points_kvm_at_our_class_and_uninstall_restores_the_file() {
+    for release in ["3.0.2", "3.1.1", "3.2.0~alpha1"] {
+        ganeti_install_and_uninstall(release);
+    }
+}
+
+fn ganeti_install_and_uninstall(release: &str) {
     let r = TempRun::new("ganeti-install");
-    let dir = fake_ganeti(&r.0, "3.0.2");
+    let dir = fake_ganeti(&r.0, release);
     let d = dir.to_str().expect("utf-8");
     let init = dir.join("hypervisor/__init__.py");
     let original = std::fs::read_to_string(&init).expect("init");
@@ -665,7 +724,7 @@ fn ganeti_install_points_kvm_at_our_class_and_uninstall_restores_the_file() {
     };
     let before = status(&["ganeti", "status", "--ganeti-dir", d, "--json"]);
     assert_eq!(before["kvm_class"], "ganeti");
-    assert_eq!(before["version"], "3.0.2");
+    assert_eq!(before["version"], release);
     for _ in 0..2 {
         let after = status(&["ganeti", "install", "--ganeti-dir", d, "--json"]);
         assert_eq!(after["kvm_class"], "kvm-hypervisor");
@@ -721,7 +780,7 @@ fn ganeti_install_refuses_an_unknown_release_and_a_non_ganeti_directory() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         format!(
-            "Error: {}: Ganeti 2.16.2, which kvm-hypervisor does not know (it knows 3.0)\n",
+            "Error: {}: Ganeti 2.16.2, which kvm-hypervisor does not know (it knows 3.0, 3.1, 3.2)\n",
             dir.display()
         )
     );

@@ -21,8 +21,12 @@ use serde::Serialize;
 pub const CLASS_SOURCE: &str = include_str!("../../../integrations/ganeti/kvmh_ganeti.py");
 /// Its module's file name under `ganeti/hypervisor/`.
 pub const MODULE_FILE: &str = "kvmh_ganeti.py";
-/// The Ganeti releases the class is written for (`major.minor`).
-pub const KNOWN_RELEASES: &[&str] = &["3.0"];
+/// The Ganeti releases the class is written for (`major.minor`): 3.0 (run
+/// in `cargo xtask ganeti`), 3.1 (adds `ResizeDisk` and `AssessParameters`,
+/// which the class implements) and 3.2, Ganeti's master branch
+/// (`3.2.0~alpha1`), whose `hypervisor/__init__.py` and `KVMHypervisor`
+/// methods are 3.1's. Their `hypervisor/__init__.py` is the same.
+pub const KNOWN_RELEASES: &[&str] = &["3.0", "3.1", "3.2"];
 
 const STOCK_ENTRY: &str = "constants.HT_KVM: hv_kvm.KVMHypervisor,";
 const OUR_ENTRY: &str = "constants.HT_KVM: kvmh_ganeti.KvmHypervisor,";

@@ -66,6 +66,13 @@ pub struct NodeInfo {
     pub memory_free_mib: Option<u64>,
     /// Whether QEMU reports KVM usable.
     pub kvm: Option<bool>,
+    /// Memory the host itself is actively using, MiB (`Active` of
+    /// /proc/meminfo; Ganeti's `memory_dom0`).
+    pub memory_active_mib: Option<u64>,
+    /// Physical CPU packages (sockets).
+    pub cpu_sockets: Option<u32>,
+    /// NUMA nodes.
+    pub numa_nodes: Option<u32>,
 }
 
 pub(crate) fn meminfo(key: &str) -> Option<u64> {
@@ -98,7 +105,40 @@ pub async fn node_info(qemu: &Path, cache_dir: &Path) -> NodeInfo {
         memory_total_mib: meminfo("MemTotal"),
         memory_free_mib: meminfo("MemAvailable"),
         kvm: caps.and_then(|c| c.kvm),
+        memory_active_mib: meminfo("Active"),
+        cpu_sockets: cpu_sockets(),
+        numa_nodes: numa_nodes(),
     }
+}
+
+/// Distinct `physical id`s of /proc/cpuinfo (1 where it has none, as in
+/// many VMs).
+fn cpu_sockets() -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let ids: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("physical id")?.split(':').nth(1))
+        .map(str::trim)
+        .collect();
+    u32::try_from(ids.len().max(1)).ok()
+}
+
+/// The `nodeN` directories of /sys/devices/system/node (1 without NUMA).
+fn numa_nodes() -> Option<u32> {
+    let count = match std::fs::read_dir("/sys/devices/system/node") {
+        Ok(dir) => dir
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("node"))
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .count()
+            .max(1),
+        Err(_) => 1,
+    };
+    u32::try_from(count).ok()
 }
 
 /// The outcome of one check.
@@ -180,12 +220,26 @@ pub async fn verify(qemu: &Path, cache_dir: &Path, run: &RunDir) -> Vec<Check> {
             "/dev/vhost-net is missing: set vhost_net=false (or load vhost_net)".into(),
         );
     }
+    out.extend(run_dir_checks(run));
+    out
+}
+
+/// The run directory's permissions: who else can reach the VMs' sockets
+/// and records.
+fn run_dir_checks(run: &RunDir) -> Vec<Check> {
+    let mut out = Vec::new();
     for (sub, max_other) in [("ctrl", 0o000), ("conf", 0o000), ("pid", 0o005)] {
         let path = run.root().join(sub);
+        let mut check = |verdict, detail: String| {
+            out.push(Check {
+                what: "run-dir",
+                verdict,
+                detail,
+            })
+        };
         match std::fs::metadata(&path) {
             Ok(m) if m.permissions().mode() & 0o007 & !max_other == 0 => {
                 check(
-                    "run-dir",
                     CheckOutcome::Ok,
                     format!(
                         "{} is mode {:o}",
@@ -194,20 +248,27 @@ pub async fn verify(qemu: &Path, cache_dir: &Path, run: &RunDir) -> Vec<Check> {
                     ),
                 );
             }
-            Ok(m) => check(
-                "run-dir",
+            // Others who can write could replace sockets and records: a
+            // failure. Others who can only list and read (Ganeti makes its
+            // run directories 0775) learn names and records, not access:
+            // our sockets are 0600 whatever their directory.
+            Ok(m) if m.permissions().mode() & 0o002 != 0 => check(
                 CheckOutcome::Fail,
                 format!(
-                    "{} is mode {:o}: others can reach the VMs' control sockets and records",
+                    "{} is mode {:o}: others can replace the VMs' control sockets and records",
                     path.display(),
                     m.permissions().mode() & 0o777
                 ),
             ),
-            Err(e) => check(
-                "run-dir",
-                CheckOutcome::Fail,
-                format!("{}: {e}", path.display()),
+            Ok(m) => check(
+                CheckOutcome::Warn,
+                format!(
+                    "{} is mode {:o}: others can list the VMs' control sockets and read their records",
+                    path.display(),
+                    m.permissions().mode() & 0o777
+                ),
             ),
+            Err(e) => check(CheckOutcome::Fail, format!("{}: {e}", path.display())),
         }
     }
     out
@@ -234,4 +295,49 @@ pub(crate) fn routed_ip_owner(node: &Node, ip: std::net::IpAddr, except: &str) -
                     && n.ip.as_deref().and_then(|i| i.parse().ok()) == Some(ip)
             })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn run_dir_others_who_can_write_fail_others_who_can_read_warn() {
+        let root = std::env::temp_dir().join(format!("kvmh-node-verify-{}", std::process::id()));
+        let run = RunDir::open(&root).expect("run dir");
+        let set = |sub: &str, mode: u32| {
+            std::fs::set_permissions(root.join(sub), std::fs::Permissions::from_mode(mode))
+                .expect("chmod")
+        };
+        // Ganeti's own modes (0775 for ctrl and conf), then a writable one.
+        set("ctrl", 0o775);
+        set("conf", 0o777);
+        set("pid", 0o755);
+        let got: Vec<(CheckOutcome, String)> = run_dir_checks(&run)
+            .into_iter()
+            .map(|c| (c.verdict, c.detail))
+            .collect();
+        let _ = std::fs::remove_dir_all(&root);
+        let r = root.display();
+        assert_eq!(
+            got,
+            [
+                (
+                    CheckOutcome::Warn,
+                    format!(
+                        "{r}/ctrl is mode 775: others can list the VMs' control sockets and read their records"
+                    )
+                ),
+                (
+                    CheckOutcome::Fail,
+                    format!(
+                        "{r}/conf is mode 777: others can replace the VMs' control sockets and records"
+                    )
+                ),
+                (CheckOutcome::Ok, format!("{r}/pid is mode 755")),
+            ]
+        );
+    }
 }

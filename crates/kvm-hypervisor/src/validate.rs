@@ -30,6 +30,10 @@ pub struct Report {
     pub unchecked: Vec<Finding>,
     /// Values the spec left out and that were generated.
     pub generated: Vec<Generated>,
+    /// Whether this host was looked at (not for [`Depth::Syntax`], nor for
+    /// a spec that does not parse).
+    #[serde(skip)]
+    pub host_checked: bool,
 }
 
 impl Report {
@@ -137,6 +141,7 @@ pub fn validate_on_host(
         warnings,
         unchecked,
         generated,
+        host_checked: true,
     }
 }
 
@@ -214,6 +219,79 @@ pub async fn validate_spec(loaded: &Loaded, cache_dir: &Path) -> Report {
     validate_on_host(&loaded.spec, &facts, loaded.generated.clone())
 }
 
+/// How far [`validate_hvparams`] looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// The values alone: types, allowed values, cross-parameter rules
+    /// (Ganeti's `CheckParameterSyntax`).
+    Syntax,
+    /// Also this host and the QEMU of `kvm_path`: paths, users, interfaces,
+    /// QEMU's machine types and devices (Ganeti's `ValidateParameters`).
+    Host,
+}
+
+/// Checks a map of hvparams on its own, without an instance: what a
+/// cluster manager checks before it stores them. Problems and warnings are
+/// named `hvparams.NAME`, as in a spec's report.
+pub async fn validate_hvparams(
+    map: &serde_json::Map<String, serde_json::Value>,
+    depth: Depth,
+    cache_dir: &Path,
+) -> Report {
+    let (hv, syntax) = crate::hvparams::HvParams::parse_and_check(map);
+    let named = |param: &str, message: String| Finding {
+        field: format!("hvparams.{param}"),
+        message,
+    };
+    let mut problems: Vec<Finding> = syntax
+        .iter()
+        .map(|p| named(p.param(), p.kind().to_string()))
+        .collect();
+    let mut unchecked = Vec::new();
+    if depth == Depth::Host && problems.is_empty() {
+        let mut facts = crate::host::hv_facts(&hv);
+        let mut probe_error = None;
+        match crate::caps::capabilities(Path::new(hv.kvm_path()), cache_dir).await {
+            Ok(p) => facts.qemu = Some(crate::host::qemu_facts(&p.caps)),
+            Err(e) => probe_error = Some(chain(&e)),
+        }
+        let v = hv.validate(&facts);
+        problems.extend(
+            v.problems
+                .iter()
+                .map(|p| named(p.param(), p.kind().to_string())),
+        );
+        if let Some(why) = probe_error
+            && facts
+                .paths
+                .get(Path::new(hv.kvm_path()))
+                .is_some_and(|k| *k != PathKind::Missing)
+        {
+            problems.push(named(
+                "kvm_path",
+                format!("{} cannot be used as QEMU: {why}", hv.kvm_path()),
+            ));
+        }
+        unchecked.extend(
+            v.unchecked
+                .iter()
+                .map(|u| named(u.param, format!("needs {}", u.missing))),
+        );
+    }
+    let warnings = hv
+        .assess()
+        .iter()
+        .map(|w| named(w.param(), w.kind().to_string()))
+        .collect();
+    Report {
+        problems,
+        warnings,
+        unchecked,
+        generated: Vec::new(),
+        host_checked: depth == Depth::Host,
+    }
+}
+
 /// The report of a spec that does not even parse: its problems, by field.
 pub fn report_of_problems(problems: &crate::spec::SpecProblems) -> Report {
     Report {
@@ -228,6 +306,7 @@ pub fn report_of_problems(problems: &crate::spec::SpecProblems) -> Report {
         warnings: Vec::new(),
         unchecked: Vec::new(),
         generated: Vec::new(),
+        host_checked: false,
     }
 }
 

@@ -26,11 +26,17 @@ impl Args {
         }
         let or = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
         println!("qemu      {}", or(info.qemu_version.clone()));
-        println!("cpus      {}", or(info.cpus.map(|c| c.to_string())));
         println!(
-            "memory    {} MiB total, {} MiB available",
+            "cpus      {} ({} socket(s), {} NUMA node(s))",
+            or(info.cpus.map(|c| c.to_string())),
+            or(info.cpu_sockets.map(|c| c.to_string())),
+            or(info.numa_nodes.map(|c| c.to_string()))
+        );
+        println!(
+            "memory    {} MiB total, {} MiB available, {} MiB active",
             or(info.memory_total_mib.map(|m| m.to_string())),
-            or(info.memory_free_mib.map(|m| m.to_string()))
+            or(info.memory_free_mib.map(|m| m.to_string())),
+            or(info.memory_active_mib.map(|m| m.to_string()))
         );
         let kvm = match info.kvm {
             Some(true) => "usable",
