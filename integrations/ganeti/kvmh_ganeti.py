@@ -56,7 +56,11 @@ class CommandFailed(errors.HypervisorError):
 
 def _Run(args, stdin=None, check=True):
   """Runs our binary on Ganeti's run directory; its stdout, or raises."""
-  argv = [BINARY, "--run-dir", hv_kvm.KVMHypervisor._ROOT_DIR] + list(args)
+  # Ganeti's own KVM layer shares the run directory: our runtime files are
+  # Ganeti's array with our record inside, and `-name` is Ganeti's, so
+  # that its layer sees and can run our instances too.
+  argv = [BINARY, "--run-dir", hv_kvm.KVMHypervisor._ROOT_DIR,
+          "--shared-with-ganeti"] + list(args)
   proc = subprocess.run(argv, input=stdin, stdout=subprocess.PIPE,
                         stderr=subprocess.PIPE, universal_newlines=True,
                         check=False)

@@ -347,11 +347,11 @@ fn one_node(lab: &mut GanetiLab, guest_kernel: &Path, guest_initrd: &Path) -> Re
         ],
     )?)?;
     ensure!(info["state"] == "running", "inst1 on node1: {info}");
-    // Our record, not Ganeti's array: our binary started it.
+    // Our binary started it: our record is inside Ganeti's array.
     let record =
         std::fs::read_to_string(lab.path_in(1, "/run/ganeti/kvm-hypervisor/conf/inst1.runtime")?)?;
     ensure!(
-        serde_json::from_str::<Value>(&record)?["origin"] == "ours",
+        serde_json::from_str::<Value>(&record)?[4]["kvm-hypervisor"]["origin"] == "ours",
         "inst1's runtime file: {record}"
     );
     cluster_verify(lab)?;
@@ -705,10 +705,64 @@ fn postcopy(lab: &GanetiLab, at: Instant) -> Result<()> {
 /// back, the guest noticing nothing.
 fn mixed(lab: &GanetiLab) -> Result<()> {
     let at = Instant::now();
+    // Started by our layer, in the shared runtime form: Ganeti's array
+    // with our record inside.
+    lab.add_instance("sharedfile", "inst5", &[])?;
+    lab.ok(1, &["gnt-instance", "start", "inst5"])?;
+    let runtime =
+        std::fs::read_to_string(lab.path_in(1, "/run/ganeti/kvm-hypervisor/conf/inst5.runtime")?)?;
+    let shared: Value = serde_json::from_str(&runtime)?;
+    ensure!(
+        shared[4]["kvm-hypervisor"]["origin"] == "ours" && shared[0][1] == "-name",
+        "inst5's runtime file: {runtime}"
+    );
+    let mut console = lab.console(1, "inst5")?;
+    console.run("echo MARK-$((8*8)) > /tmp/mark")?;
+    drop(console);
+    step(
+        at,
+        "our layer started inst5 on node1; its runtime file is Ganeti's array with our record inside",
+    );
     lab.our_class(1, "uninstall")?;
     lab.ok(1, &["/usr/lib/ganeti/daemon-util", "stop", "ganeti-noded"])?;
     lab.ok(1, &["/usr/lib/ganeti/daemon-util", "start", "ganeti-noded"])?;
     step(at, "node1 back on Ganeti's own KVM layer (noded restarted)");
+    let status = lab.ok(
+        1,
+        &[
+            "gnt-instance",
+            "list",
+            "--no-headers",
+            "-o",
+            "status",
+            "inst5",
+        ],
+    )?;
+    ensure!(
+        status.trim() == "running",
+        "inst5 under Ganeti's own layer: {status}"
+    );
+    let migrate = |to: Option<&str>| -> Result<String> {
+        let mut args = vec!["gnt-instance", "migrate", "-f"];
+        if let Some(to) = to {
+            args.extend(["-n", to]);
+        }
+        args.push("inst5");
+        lab.ok(1, &args)
+    };
+    migrate(Some("node2.gnt.test"))?;
+    mark_on(lab, 2, "inst5", "MARK-64")?;
+    step(
+        at,
+        "Ganeti's own layer sees inst5 running and migrates it (from our runtime file) to ours on node2: the marker came along",
+    );
+    migrate(None)?;
+    mark_on(lab, 1, "inst5", "MARK-64")?;
+    step(
+        at,
+        "inst5 back to Ganeti's own layer on node1 (it ran our guest part with its host side): the marker came along",
+    );
+    lab.ok(1, &["gnt-instance", "remove", "-f", "inst5"])?;
     lab.add_instance("sharedfile", "inst3", &[])?;
     lab.ok(1, &["gnt-instance", "start", "inst3"])?;
     let runtime =

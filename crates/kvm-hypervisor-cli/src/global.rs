@@ -37,6 +37,12 @@ pub(crate) struct Global {
         value_parser = parse_script
     )]
     nic_script: Option<PathBuf>,
+    /// Ganeti's own KVM layer shares the run directory (a Ganeti node; set
+    /// by our Ganeti class): runtime files of the instances we start are
+    /// Ganeti's array with our record inside, so Ganeti's layer can run
+    /// them too. Also read from KVM_HYPERVISOR_SHARED_WITH_GANETI.
+    #[arg(long, global = true, env = "KVM_HYPERVISOR_SHARED_WITH_GANETI")]
+    shared_with_ganeti: bool,
 }
 
 fn parse_script(text: &str) -> Result<PathBuf, String> {
@@ -73,6 +79,7 @@ impl Global {
             .with_context(|| format!("opening the run directory {}", root.display()))?;
         Ok(node
             .with_uid_pool(self.uid_pool.clone().unwrap_or_default())
-            .with_nic_script(self.nic_script.clone()))
+            .with_nic_script(self.nic_script.clone())
+            .with_shared_with_ganeti(self.shared_with_ganeti))
     }
 }

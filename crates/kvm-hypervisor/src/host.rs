@@ -178,6 +178,7 @@ pub fn plan_env(
         mode: crate::launch::plan::StartMode::Fresh,
         placements: BTreeMap::new(),
         hot_plugged_nics: Default::default(),
+        ganeti_forms: false,
     }
 }
 

@@ -9,9 +9,7 @@ use std::time::Duration;
 use qmp_protocol::{Client, Handshake, QmpError};
 
 use crate::node::Node;
-use crate::state::{
-    self, Format, InstanceLock, Liveness, LockWait, RuntimeRecord, Socket, StateError,
-};
+use crate::state::{self, InstanceLock, Liveness, LockWait, RuntimeRecord, Socket, StateError};
 use crate::timing::StepClock;
 
 /// Why a running instance cannot be opened.
@@ -109,13 +107,9 @@ impl<'a> Instance<'a> {
         })
     }
 
-    /// Writes the record back, in the format it was read in.
+    /// Writes the record back, in the node's format for its origin.
     pub fn save(&self) -> Result<(), StateError> {
-        let format = match self.record.origin {
-            state::Origin::Ours => Format::Ours,
-            state::Origin::Ganeti => Format::Ganeti,
-        };
-        self.node.run.write_record(&self.name, &self.record, format)
+        self.node.write_record(&self.name, &self.record)
     }
 }
 

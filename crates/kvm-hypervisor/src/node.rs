@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::caps;
-use crate::state::{RunDir, StateError, UidPool};
+use crate::state::{
+    Format, Origin, RunDir, RuntimeRecord, StateError, UidPool, render, render_shared,
+};
 
 /// A node: its run directory and capability cache.
 #[derive(Debug, Clone)]
@@ -24,6 +26,12 @@ pub struct Node {
     /// `/usr/lib/ganeti/kvm-nic-setup`); without one, bridged and routed
     /// NICs are set up natively and `openvswitch` and `ext` ones refused.
     pub nic_script: Option<PathBuf>,
+    /// Whether Ganeti's own KVM layer shares the run directory (a Ganeti
+    /// node): the runtime files of instances we start are then written in
+    /// the shared form (`runtime_state::render_shared`), Ganeti's array
+    /// with our record inside, so that Ganeti's layer can run them too (on
+    /// a migration's target, or once the node goes back to it).
+    pub shared_with_ganeti: bool,
 }
 
 impl Node {
@@ -37,6 +45,7 @@ impl Node {
             cache_dir: cache_dir.into(),
             uid_pool: UidPool::default(),
             nic_script: None,
+            shared_with_ganeti: false,
         })
     }
 
@@ -50,6 +59,62 @@ impl Node {
     pub fn with_nic_script(mut self, script: Option<PathBuf>) -> Node {
         self.nic_script = script;
         self
+    }
+
+    /// Says whether Ganeti's own KVM layer shares the run directory.
+    pub fn with_shared_with_ganeti(mut self, shared: bool) -> Node {
+        self.shared_with_ganeti = shared;
+        self
+    }
+
+    /// `record` as this node writes it: Ganeti's form for an instance
+    /// Ganeti's layer started, the shared form for ours on a node Ganeti's
+    /// layer shares, else our record.
+    pub fn render_record(&self, record: &RuntimeRecord) -> String {
+        match (record.origin, self.shared_with_ganeti) {
+            (Origin::Ganeti, _) => render(record, Format::Ganeti),
+            (Origin::Ours, true) => render_shared(record, &self.ganeti_argv(record)),
+            (Origin::Ours, false) => render(record, Format::Ours),
+        }
+    }
+
+    /// Writes instance `name`'s runtime file ([`Node::render_record`]).
+    pub fn write_record(&self, name: &str, record: &RuntimeRecord) -> Result<(), StateError> {
+        match (record.origin, self.shared_with_ganeti) {
+            (Origin::Ganeti, _) => self.run.write_record(name, record, Format::Ganeti),
+            (Origin::Ours, true) => self
+                .run
+                .write_shared(name, record, &self.ganeti_argv(record)),
+            (Origin::Ours, false) => self.run.write_record(name, record, Format::Ours),
+        }
+    }
+
+    /// The phase A Ganeti's layer would run for `record` (ours).
+    fn ganeti_argv(&self, record: &RuntimeRecord) -> Vec<String> {
+        let devices: Vec<String> = record
+            .disks
+            .iter()
+            .filter_map(|d| d.hvinfo.as_ref())
+            .chain(record.nics.iter().filter_map(|n| n.hvinfo.as_ref()))
+            .map(|h| h.id.clone())
+            .collect();
+        let name = record
+            .instance
+            .get("name")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        let serial = record
+            .hvparams
+            .get("serial_console")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(true);
+        crate::launch::keep::ganeti_phase_a(
+            &record.argv,
+            &devices,
+            name,
+            &self.run.root().display().to_string(),
+            serial,
+        )
     }
 }
 

@@ -66,6 +66,14 @@ pub struct Invocation {
     pub binary: PathBuf,
     /// `-name`.
     pub name: String,
+    /// `-name` and `-smp` in the forms Ganeti writes, `-name NAME` and
+    /// `-smp N[,cores=C][,threads=T][,sockets=S]`, instead of
+    /// `guest=NAME,debug-threads=on` and `cpus=N,…`: Ganeti's liveness
+    /// check reads them (3.0 compares the whole `-name` value with the
+    /// instance's name, master the part before the first comma; both take
+    /// the vCPU count as the integer before the first comma of `-smp`).
+    /// The guest sees the same; QEMU's threads go unnamed.
+    pub ganeti_forms: bool,
     /// `-uuid`.
     pub uuid: Option<String>,
     /// The machine type.
@@ -143,6 +151,7 @@ impl Invocation {
         Invocation {
             binary: binary.into(),
             name: name.to_owned(),
+            ganeti_forms: false,
             uuid: None,
             machine: machine.to_owned(),
             machine_props: Vec::new(),
@@ -197,7 +206,9 @@ impl Invocation {
     /// `-name` to `-m` and `-mem-path`: what the machine is. Returns
     /// whether ACPI is turned off the old way (`-no-acpi`).
     fn render_machine(&self, features: &Features, a: &mut Vec<String>) -> bool {
-        let name = if features.debug_threads {
+        let name = if self.ganeti_forms {
+            escape(&self.name)
+        } else if features.debug_threads {
             format!("guest={},debug-threads=on", escape(&self.name))
         } else {
             format!("guest={}", escape(&self.name))
@@ -225,12 +236,27 @@ impl Invocation {
             opt(a, "-cpu", cpu.clone());
         }
         let positive = |n: u32| (n > 0).then_some(n);
-        let smp = Opts::pairs()
-            .set("cpus", self.smp.cpus)
-            .set_opt("sockets", positive(self.smp.sockets))
-            .set_opt("cores", positive(self.smp.cores))
-            .set_opt("threads", positive(self.smp.threads));
-        opt(a, "-smp", smp.to_string());
+        let smp = if self.ganeti_forms {
+            let mut smp = self.smp.cpus.to_string();
+            for (key, n) in [
+                ("cores", self.smp.cores),
+                ("threads", self.smp.threads),
+                ("sockets", self.smp.sockets),
+            ] {
+                if n > 0 {
+                    smp.push_str(&format!(",{key}={n}"));
+                }
+            }
+            smp
+        } else {
+            Opts::pairs()
+                .set("cpus", self.smp.cpus)
+                .set_opt("sockets", positive(self.smp.sockets))
+                .set_opt("cores", positive(self.smp.cores))
+                .set_opt("threads", positive(self.smp.threads))
+                .to_string()
+        };
+        opt(a, "-smp", smp);
         opt(a, "-m", self.memory_mib.to_string());
         if let Some(p) = &self.mem_path {
             opt(a, "-mem-path", p.display().to_string());
@@ -380,4 +406,46 @@ pub fn host_port(addr: &str, port: impl std::fmt::Display) -> String {
 fn opt(a: &mut Vec<String>, flag: &str, value: String) {
     a.push(flag.to_owned());
     a.push(value);
+}
+
+#[cfg(test)]
+mod ganeti_forms_tests {
+    use super::*;
+
+    fn name_and_smp(ganeti_forms: bool) -> (String, String) {
+        let help = "QEMU emulator version 7.2.22\n";
+        let caps = crate::QemuCaps::from_help(help, None, None).expect("caps");
+        let mut inv = Invocation::new("/usr/bin/qemu-system-x86_64", "web1", "pc-i440fx-7.2");
+        inv.ganeti_forms = ganeti_forms;
+        inv.smp = Smp {
+            cpus: 4,
+            sockets: 2,
+            cores: 2,
+            threads: 1,
+        };
+        let argv = inv.render(&caps.features());
+        let after = |flag: &str| {
+            let at = argv.iter().position(|a| a == flag).expect(flag);
+            argv[at + 1].clone()
+        };
+        (after("-name"), after("-smp"))
+    }
+
+    #[test]
+    fn ganetis_forms_of_name_and_smp_are_what_its_liveness_check_reads() {
+        assert_eq!(
+            name_and_smp(false),
+            (
+                "guest=web1,debug-threads=on".to_owned(),
+                "cpus=4,sockets=2,cores=2,threads=1".to_owned()
+            )
+        );
+        assert_eq!(
+            name_and_smp(true),
+            (
+                "web1".to_owned(),
+                "4,cores=2,threads=1,sockets=2".to_owned()
+            )
+        );
+    }
 }

@@ -43,9 +43,11 @@ impl GanetiRuntime {
         new_uuid: &mut dyn FnMut() -> String,
     ) -> Result<GanetiRuntime, Invalid> {
         let parts = value.as_array().ok_or("not a JSON array")?;
-        if !(3..=4).contains(&parts.len()) {
+        // Ganeti reads three or four elements and ignores any further ones
+        // (a shared runtime file keeps our record in a fifth).
+        if parts.len() < 3 {
             return Err(format!(
-                "an array of {} elements (expected 3 or 4)",
+                "an array of {} elements (expected 3 or more)",
                 parts.len()
             ));
         }

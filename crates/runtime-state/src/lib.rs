@@ -8,6 +8,9 @@
 //!   and the argv as launched.
 //! - [`GanetiRuntime`]: Ganeti's runtime file in every historical form, upgraded
 //!   by Ganeti's rules (without its bugs) and writable back ([`Format::Ganeti`]).
+//! - [`render_shared`]: both at once, for a run directory Ganeti's own KVM
+//!   layer shares: Ganeti's array, whose first four elements Ganeti reads
+//!   (3.0 to master ignore the rest), with our record whole as a fifth.
 //! - [`write_atomic`]: temp file, fsync, rename, fsync of the directory.
 //! - [`InstanceLock`]: per-instance exclusive locks, failing fast or waiting
 //!   with a deadline.
@@ -109,6 +112,15 @@ impl RuntimeFile {
                     .map(RuntimeFile::Ours)
                     .map_err(|e| bad(e.to_string()))
             }
+            serde_json::Value::Array(items)
+                if items
+                    .get(SHARED_INDEX)
+                    .and_then(|v| v.get(SHARED_KEY))
+                    .is_some_and(serde_json::Value::is_object) =>
+            {
+                let ours = items[SHARED_INDEX][SHARED_KEY].clone();
+                RuntimeFile::parse(path, &ours.to_string())
+            }
             serde_json::Value::Array(_) => {
                 let mut new_uuid = || uuid::Uuid::new_v4().to_string();
                 GanetiRuntime::upgrade(&value, &mut new_uuid)
@@ -150,6 +162,32 @@ pub fn render(record: &RuntimeRecord, format: Format) -> String {
     }
 }
 
+/// Where a shared runtime file keeps our record: Ganeti's array has four
+/// elements (`kvm_cmd`, NICs, hvparams, disks).
+const SHARED_INDEX: usize = 4;
+/// The key of our record in that fifth element.
+const SHARED_KEY: &str = "kvm-hypervisor";
+
+/// Renders `record` for a run directory Ganeti's own KVM layer shares:
+/// Ganeti's array (its `kvm_cmd` is `ganeti_argv`, a command line Ganeti's
+/// layer can complete and run, e.g. on a migration's target) with
+/// `{"kvm-hypervisor": record}` as a fifth element, which Ganeti's loaders
+/// (3.0 to master) ignore and [`RuntimeFile::parse`] reads back whole.
+pub fn render_shared(record: &RuntimeRecord, ganeti_argv: &[String]) -> String {
+    let mut view = record.clone();
+    view.argv = ganeti_argv.to_vec();
+    let mut array = match to_ganeti(&view) {
+        serde_json::Value::Array(items) => items,
+        other => vec![other],
+    };
+    array.truncate(SHARED_INDEX);
+    let ours = serde_json::to_value(record).unwrap_or(serde_json::Value::Null);
+    array.push(serde_json::json!({ SHARED_KEY: ours }));
+    let mut s = python_json(&serde_json::Value::Array(array));
+    s.push('\n');
+    s
+}
+
 impl RunDir {
     /// Reads instance `name`'s runtime file; `None` when there is none.
     pub fn read_runtime(&self, name: &str) -> Result<Option<RuntimeFile>, StateError> {
@@ -159,6 +197,22 @@ impl RunDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             _ => RuntimeFile::read(&path).map(Some),
         }
+    }
+
+    /// Writes instance `name`'s runtime file in the shared form
+    /// ([`render_shared`]) atomically, mode 0600.
+    pub fn write_shared(
+        &self,
+        name: &str,
+        record: &RuntimeRecord,
+        ganeti_argv: &[String],
+    ) -> Result<(), StateError> {
+        check_name(name)?;
+        write_atomic(
+            &self.runtime_file(name),
+            render_shared(record, ganeti_argv).as_bytes(),
+            FILE_MODE,
+        )
     }
 
     /// Writes instance `name`'s runtime file atomically, mode 0600.

@@ -156,7 +156,7 @@ fn garbage_is_not_a_runtime_file() {
     let err = RuntimeFile::parse(Path::new("/r/x.runtime"), "[1, 2]").unwrap_err();
     assert_eq!(
         err.to_string(),
-        "/r/x.runtime: not a runtime file: an array of 2 elements (expected 3 or 4)"
+        "/r/x.runtime: not a runtime file: an array of 2 elements (expected 3 or more)"
     );
 }
 
@@ -167,4 +167,36 @@ fn newer_record_version_is_refused() {
         err.to_string(),
         "/r/x.runtime: runtime record version 99 is newer than this program's 1"
     );
+}
+
+#[test]
+fn shared_form_is_ganetis_array_for_ganeti_and_our_record_for_us() {
+    let mut ours = record("current.runtime");
+    ours.origin = runtime_state::Origin::Ours;
+    ours.argv = vec!["/usr/bin/qemu-system-x86_64".into(), "-S".into()];
+    let ganeti_argv = vec![
+        "/usr/bin/qemu-system-x86_64".to_owned(),
+        "-name".to_owned(),
+        "web1".to_owned(),
+        "-m".to_owned(),
+        "512".to_owned(),
+    ];
+    let text = runtime_state::render_shared(&ours, &ganeti_argv);
+    let value: Value = serde_json::from_str(&text).expect("JSON");
+    // What Ganeti's loader takes: the first four elements, Ganeti's own
+    // rendering of the record with the Ganeti command line (`-m` an integer).
+    let mut view = ours.clone();
+    view.argv = ganeti_argv;
+    let first_four: Vec<Value> = value.as_array().expect("array")[..4].to_vec();
+    assert_eq!(Value::Array(first_four), to_ganeti(&view));
+    assert_eq!(value[0][4], 512);
+    assert_eq!(value.as_array().map(Vec::len), Some(5));
+    // What we take: our record, whole.
+    let back = RuntimeFile::parse(Path::new("web1.runtime"), &text).expect("parses");
+    assert_eq!(back, RuntimeFile::Ours(ours));
+    // A fifth element that is not ours leaves the array Ganeti's.
+    let mut foreign = value.clone();
+    foreign[4] = serde_json::json!({"other": 1});
+    let parsed = RuntimeFile::parse(Path::new("web1.runtime"), &foreign.to_string());
+    assert!(matches!(parsed, Ok(RuntimeFile::Ganeti(_))), "{parsed:?}");
 }

@@ -27,7 +27,7 @@ impl InfoArgs {
     pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
         let node = g.node(None)?;
         let record = runtime()?.block_on(migration::migration_info(&node, &self.name))?;
-        print!("{}", migration::info_text(&record));
+        print!("{}", migration::info_text(&node, &record));
         Ok(ExitCode::SUCCESS)
     }
 }

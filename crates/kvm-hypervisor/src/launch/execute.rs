@@ -19,7 +19,7 @@ use crate::net::Tap;
 use crate::node::Node;
 use crate::process::{ChildStderr, PassFd, spawn_with_fds};
 use crate::spec::InstanceSpec;
-use crate::state::{self, Format, RuntimeRecord, Socket};
+use crate::state::{self, RuntimeRecord, Socket};
 use crate::timing::StepClock;
 
 /// How long QEMU may take from spawn to answering its monitor, unless
@@ -224,7 +224,7 @@ fn record_incomplete(
     let previous = std::fs::read(&path).ok();
     let mut record = runtime_record(spec, plan, taps);
     record.incomplete = true;
-    at("record", node.run.write_record(name, &record, Format::Ours))?;
+    at("record", node.write_record(name, &record))?;
     rb.push(Undo::RestoreFile {
         path,
         contents: previous,
@@ -333,7 +333,7 @@ pub(crate) fn commit(
 ) -> StepResult<()> {
     let name = spec.name().as_str();
     let record = runtime_record(spec, plan, taps);
-    at("record", node.run.write_record(name, &record, Format::Ours))
+    at("record", node.write_record(name, &record))
 }
 
 /// CPU pinning from `cpu_mask`: one mask pins *every* thread of QEMU

@@ -132,6 +132,60 @@ pub(crate) fn keep_guest(
     argv
 }
 
+/// What Ganeti's own KVM layer needs of an instance we started, to run it
+/// (on a migration's target, or after a node goes back to Ganeti's layer):
+/// a phase A (reference §3.1) made of our guest part kept as it is, and
+/// Ganeti's host side around it: `-name NAME` (as Ganeti 3.0 writes it:
+/// its liveness check compares the whole value, so master's
+/// `NAME,debug-threads=on` would read as not running there), `-pidfile`,
+/// `-daemonize`, the HMP
+/// `-monitor` and the `-serial` socket (or `none`) in the run directory
+/// `run`. Left out, because Ganeti's phase B (§3.2) adds its own: the
+/// disks' and NICs' options (`devices` are their ids), the QMP monitors,
+/// `-S`. Left out too: `-D`, whose directory only Ganeti knows.
+pub(crate) fn ganeti_phase_a(
+    ours: &[String],
+    devices: &[String],
+    name: &str,
+    run: &str,
+    serial_console: bool,
+) -> Vec<String> {
+    let Some((binary, our_args)) = ours.split_first() else {
+        return ours.to_vec();
+    };
+    let mut argv = vec![binary.clone(), "-name".into(), name.to_owned()];
+    for (flag, value) in options(our_args) {
+        let host = flag == "-S"
+            || value.is_some_and(|value| {
+                OURS_TAKEN.contains(&flag)
+                    || (flag == "-chardev"
+                        && opt_value(value, "id").is_some_and(|id| OUR_CHARDEVS.contains(&id)))
+                    || (flag == "-device"
+                        && opt_value(value, "id").is_some_and(|id| devices.iter().any(|d| d == id)))
+            });
+        if host {
+            continue;
+        }
+        argv.push(flag.to_owned());
+        argv.extend(value.map(str::to_owned));
+    }
+    let serial = if serial_console {
+        format!("unix:{run}/ctrl/{name}.serial,server,nowait")
+    } else {
+        "none".to_owned()
+    };
+    argv.extend([
+        "-pidfile".to_owned(),
+        format!("{run}/pid/{name}"),
+        "-daemonize".to_owned(),
+        "-monitor".to_owned(),
+        format!("unix:{run}/ctrl/{name}.monitor,server,nowait"),
+        "-serial".to_owned(),
+        serial,
+    ]);
+    argv
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,5 +346,86 @@ mod tests {
                 "guest=a"
             ])
         );
+    }
+
+    #[test]
+    fn our_guest_part_gets_ganetis_host_side_for_ganetis_layer() {
+        let ours = v(&[
+            "/usr/bin/qemu-system-x86_64",
+            "-name",
+            "guest=web1,debug-threads=on",
+            "-uuid",
+            "4f1e2d3c-0000-4000-8000-123456789abc",
+            "-machine",
+            "type=pc-i440fx-7.2",
+            "-m",
+            "256",
+            "-nodefaults",
+            "-pidfile",
+            "/srv/run/pid/web1",
+            "-S",
+            "-sandbox",
+            "on,obsolete=deny",
+            "-chardev",
+            "socket,id=qmp,fd=3,server=on,wait=off",
+            "-chardev",
+            "socket,id=hmp,path=/srv/run/ctrl/web1.monitor,server=on,wait=off",
+            "-chardev",
+            "socket,id=serial0,path=/srv/run/ctrl/web1.serial,server=on,wait=off",
+            "-chardev",
+            "null,id=parallel0",
+            "-mon",
+            "chardev=qmp,mode=control",
+            "-mon",
+            "chardev=hmp,mode=readline",
+            "-serial",
+            "chardev:serial0",
+            "-device",
+            "virtio-balloon-pci,id=balloon0,bus=pci.0,addr=0x3",
+            "-device",
+            "isa-parallel,chardev=parallel0",
+            "-blockdev",
+            "{\"driver\":\"raw\",\"node-name\":\"disk-7c079136-2573-4112\"}",
+            "-netdev",
+            "tap,id=nic-003fc157-66a8-4e6d,fd=6",
+            "-device",
+            "virtio-blk-pci,id=disk-7c079136-2573-4112,bus=pci.0,addr=0xc,drive=disk-7c079136-2573-4112",
+            "-device",
+            "virtio-net-pci,id=nic-003fc157-66a8-4e6d,bus=pci.0,addr=0xd,netdev=nic-003fc157-66a8-4e6d",
+        ]);
+        let devices = v(&["disk-7c079136-2573-4112", "nic-003fc157-66a8-4e6d"]);
+        let run = "/var/run/ganeti/kvm-hypervisor";
+        assert_eq!(
+            ganeti_phase_a(&ours, &devices, "web1", run, true),
+            v(&[
+                "/usr/bin/qemu-system-x86_64",
+                "-name",
+                "web1",
+                // Our guest part, as it is.
+                "-uuid",
+                "4f1e2d3c-0000-4000-8000-123456789abc",
+                "-machine",
+                "type=pc-i440fx-7.2",
+                "-m",
+                "256",
+                "-nodefaults",
+                "-chardev",
+                "null,id=parallel0",
+                "-device",
+                "virtio-balloon-pci,id=balloon0,bus=pci.0,addr=0x3",
+                "-device",
+                "isa-parallel,chardev=parallel0",
+                // Ganeti's host side.
+                "-pidfile",
+                "/var/run/ganeti/kvm-hypervisor/pid/web1",
+                "-daemonize",
+                "-monitor",
+                "unix:/var/run/ganeti/kvm-hypervisor/ctrl/web1.monitor,server,nowait",
+                "-serial",
+                "unix:/var/run/ganeti/kvm-hypervisor/ctrl/web1.serial,server,nowait",
+            ])
+        );
+        let quiet = ganeti_phase_a(&ours, &devices, "web1", run, false);
+        assert_eq!(quiet[quiet.len() - 2..], v(&["-serial", "none"]));
     }
 }

@@ -302,6 +302,7 @@ async fn prepare(
     let mut clock = StepClock::start("start");
     let (caps, mut env) = check(node, spec, &mut clock).await?;
     env.mode = how.mode;
+    env.ganeti_forms = node.shared_with_ganeti;
     env.placements = how.placements;
     env.hot_plugged_nics = how.hot_plugged_nics;
     let mut rb = Rollback::default();

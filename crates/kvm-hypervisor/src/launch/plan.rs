@@ -88,6 +88,9 @@ pub struct PlanEnv {
     /// NICs that were hot-plugged (by UUID): rebuilt as such (without an
     /// option ROM under chroot), as the source has them.
     pub hot_plugged_nics: std::collections::BTreeSet<String>,
+    /// Ganeti's own KVM layer shares the run directory: `-name` and `-smp`
+    /// in Ganeti's forms, which its liveness check reads.
+    pub ganeti_forms: bool,
 }
 
 /// A Unix socket we bind and listen on before QEMU starts, passed as `fd`:
@@ -439,7 +442,10 @@ impl<'a> Planner<'a> {
             env,
             name,
             slots: Slots::new(machine.contains("q35"))?,
-            inv: Invocation::new(hv.kvm_path(), name, &machine),
+            inv: Invocation {
+                ganeti_forms: env.ganeti_forms,
+                ..Invocation::new(hv.kvm_path(), name, &machine)
+            },
             machine,
             accel,
             scsi: ScsiAllocator::new("scsi.0", device_slots::DEFAULT_SCSI_TARGETS),

@@ -300,21 +300,23 @@ fn running(node: &Node, name: &str) -> Result<(), OpenError> {
     }
 }
 
-/// The text `accept` reads: our record, or Ganeti's runtime format for an
-/// instance that came from Ganeti's KVM layer (Ganeti's own argv as its
-/// argv, so Ganeti's `AcceptInstance` can take it back, and so can ours).
-pub fn info_text(record: &RuntimeRecord) -> String {
+/// The text `accept` reads: Ganeti's runtime format for an instance that
+/// came from Ganeti's KVM layer (Ganeti's own argv as its argv, so Ganeti's
+/// `AcceptInstance` can take it back, and so can ours); for one of ours,
+/// the node's form ([`Node::render_record`]): on a node Ganeti's layer
+/// shares, Ganeti's array with our record inside, which either layer's
+/// `accept` takes.
+pub fn info_text(node: &Node, record: &RuntimeRecord) -> String {
     use crate::state::{Format, Origin, render};
-    match (&record.guest_argv, record.origin) {
-        (Some(ganeti), _) => {
+    match &record.guest_argv {
+        Some(ganeti) => {
             let mut r = record.clone();
             r.argv.clone_from(ganeti);
             r.guest_argv = None;
             r.origin = Origin::Ganeti;
             render(&r, Format::Ganeti)
         }
-        (None, Origin::Ganeti) => render(record, Format::Ganeti),
-        _ => render(record, Format::Ours),
+        None => node.render_record(record),
     }
 }
 

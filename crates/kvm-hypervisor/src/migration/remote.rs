@@ -292,7 +292,7 @@ pub async fn migrate_to(
         .port
         .unwrap_or_else(|| u16::try_from(hv.migration_port()).unwrap_or(8102));
     let at = resolve(&SshUrl::parse(url)?.host, port).await?.to_string();
-    let info = super::info_text(&record);
+    let info = super::info_text(node, &record);
     let mut accept = vec!["accept", "-", "--listen", &at, "--json"];
     let m = opts.migrate;
     if m.postcopy {
