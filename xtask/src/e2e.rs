@@ -366,6 +366,7 @@ pub(crate) fn e2e(guest: Guest, bin: PathBuf, accel: &'static str) -> Result<()>
         }
         Ok("ssh") => return crate::e2e_ssh::scenarios(&lab),
         Ok("ganeti") => return crate::e2e_ganeti::scenarios(&lab),
+        Ok("persist") => return crate::e2e_persist::scenarios(&lab),
         _ => {}
     }
 
@@ -687,6 +688,7 @@ pub(crate) fn e2e(guest: Guest, bin: PathBuf, accel: &'static str) -> Result<()>
         leftover_files(&lab.dir.join("run"))?.is_empty(),
         "files left after parallel stop"
     );
+    crate::e2e_persist::scenarios(&lab)?;
     crate::e2e_hotplug::scenarios(&lab)?;
     crate::e2e_migration::scenarios(&lab)?;
     crate::e2e_ssh::scenarios(&lab)?;

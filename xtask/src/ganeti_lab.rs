@@ -417,6 +417,27 @@ fn one_node(lab: &mut GanetiLab, guest_kernel: &Path, guest_initrd: &Path) -> Re
         at,
         "gnt-instance modify --hotplug --net add, then remove: the guest saw eth1 come and go",
     );
+    // A NIC moved to another bridge (HotModDevice): Ganeti's way, the NIC
+    // is replaced in its slot, so the guest sees it go and come back; its
+    // tap is now a port of the new bridge.
+    for args in [
+        &["ip", "link", "add", "gntbr2", "type", "bridge"][..],
+        &["ip", "link", "set", "gntbr2", "up"],
+    ] {
+        lab.ok(1, args)?;
+    }
+    modify(&["--net", "0:modify,link=gntbr2"])?;
+    console.until("GLAB uevent remove net eth0")?;
+    console.until("GLAB uevent add net eth0")?;
+    let ports = lab.ok(1, &["ls", "/sys/class/net/gntbr2/brif"])?;
+    ensure!(
+        ports.split_whitespace().count() == 1,
+        "gntbr2's ports after the NIC moved there: {ports:?}"
+    );
+    step(
+        at,
+        "gnt-instance modify --hotplug --net 0:modify,link=gntbr2: replaced in its slot, its tap on gntbr2",
+    );
     let mem_total = |c: &mut Console| -> Result<u64> {
         let out = c.run("grep MemTotal /proc/meminfo")?;
         out.first()

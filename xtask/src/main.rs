@@ -15,6 +15,7 @@ mod e2e;
 mod e2e_ganeti;
 mod e2e_hotplug;
 mod e2e_migration;
+mod e2e_persist;
 mod e2e_ssh;
 mod faults;
 mod ganeti_lab;

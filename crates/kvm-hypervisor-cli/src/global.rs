@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use kvm_hypervisor::defined::ConfigDir;
 use kvm_hypervisor::state::{RunDir, UidPool};
 use kvm_hypervisor::{Node, caps};
 
@@ -43,6 +44,17 @@ pub(crate) struct Global {
     /// them too. Also read from KVM_HYPERVISOR_SHARED_WITH_GANETI.
     #[arg(long, global = true, env = "KVM_HYPERVISOR_SHARED_WITH_GANETI")]
     shared_with_ganeti: bool,
+    /// Where defined instances are kept [default:
+    /// /var/lib/kvm-hypervisor/instances for root,
+    /// $XDG_CONFIG_HOME/kvm-hypervisor/instances otherwise]; also read from
+    /// KVM_HYPERVISOR_CONFIG_DIR.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "KVM_HYPERVISOR_CONFIG_DIR"
+    )]
+    config_dir: Option<PathBuf>,
 }
 
 fn parse_script(text: &str) -> Result<PathBuf, String> {
@@ -60,6 +72,15 @@ fn parse_uid_pool(text: &str) -> Result<UidPool, String> {
 }
 
 impl Global {
+    /// The config directory of defined instances.
+    pub(crate) fn config_dir(&self) -> ConfigDir {
+        ConfigDir::at(
+            self.config_dir
+                .clone()
+                .unwrap_or_else(ConfigDir::default_path),
+        )
+    }
+
     /// The run directory's path.
     pub(crate) fn run_root(&self) -> PathBuf {
         self.run_dir.clone().unwrap_or_else(RunDir::default_path)

@@ -84,6 +84,7 @@ fn classify_one(e: &(dyn Error + 'static)) -> Option<ErrorKind> {
         UidPoolError,
         CapsError,
         GanetiError,
+        crate::defined::DefineError,
     );
     None
 }

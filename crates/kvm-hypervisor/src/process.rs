@@ -110,6 +110,22 @@ pub async fn run_with_timeout(
     run_with_input(program, args, None, base, env, timeout).await
 }
 
+/// Runs a shell command line (`sh -c`) in the foreground on the user's
+/// terminal, with `arg` as its `$1`, and waits for it without a deadline:
+/// an editor, which the user ends. Returns its exit status.
+pub fn run_interactive(
+    command_line: &str,
+    arg: &OsStr,
+) -> std::io::Result<std::process::ExitStatus> {
+    #[allow(clippy::disallowed_methods)] // this module is where processes are spawned
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{command_line} \"$1\""))
+        .arg("sh")
+        .arg(arg)
+        .status()
+}
+
 /// [`run_with_timeout`] with `input` on the program's stdin (then closed)
 /// instead of `/dev/null`.
 pub async fn run_with_input(

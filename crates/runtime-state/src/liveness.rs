@@ -71,6 +71,13 @@ pub enum Liveness {
     },
 }
 
+impl Liveness {
+    /// Whether the instance's QEMU is alive.
+    pub fn is_running(&self) -> bool {
+        matches!(self, Liveness::Running { .. })
+    }
+}
+
 /// Reads a pid file: a decimal number, optionally followed by a newline.
 pub fn read_pid_file(path: &Path) -> Option<i32> {
     let text = std::fs::read_to_string(path).ok()?;

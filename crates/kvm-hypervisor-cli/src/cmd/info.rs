@@ -28,6 +28,10 @@ impl Args {
 
 #[derive(clap::Args)]
 pub(crate) struct ListArgs {
+    /// Defined instances that are stopped too, and every definition's
+    /// autostart order.
+    #[arg(long)]
+    all: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -35,8 +39,73 @@ pub(crate) struct ListArgs {
 
 impl ListArgs {
     pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
-        info(None, true, g, self.json)
+        if self.all {
+            list_all(g, self.json)
+        } else {
+            info(None, true, g, self.json)
+        }
     }
+}
+
+/// `list --all`: the run directory's instances and the definitions.
+fn list_all(g: &Global, as_json: bool) -> anyhow::Result<ExitCode> {
+    let node = g.node(None)?;
+    let infos = runtime()?.block_on(kvm_hypervisor::info_all(&node))?;
+    let definitions = g.config_dir().definitions()?;
+    let mut rows: Vec<serde_json::Value> = Vec::new();
+    for i in &infos {
+        let d = definitions.iter().find(|d| d.name == i.name);
+        let mut v = serde_json::to_value(i)?;
+        v["defined"] = d.is_some().into();
+        v["autostart"] = serde_json::to_value(d.and_then(|d| d.autostart))?;
+        rows.push(v);
+    }
+    for d in &definitions {
+        if !infos.iter().any(|i| i.name == d.name) {
+            rows.push(serde_json::json!({
+                "name": d.name, "state": "stopped", "defined": true, "autostart": d.autostart,
+            }));
+        }
+    }
+    rows.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = rows
+        .iter()
+        .filter_map(|r| r["name"].as_str().map(str::len))
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    println!(
+        "{:<width$} {:<18} {:>7} {:>8} {:>5} {:>9}",
+        "NAME", "STATE", "PID", "MEMORY", "VCPUS", "AUTOSTART"
+    );
+    let text = |v: &serde_json::Value, suffix: &str| match v {
+        serde_json::Value::Null => "-".to_owned(),
+        v => format!(
+            "{}{suffix}",
+            v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+        ),
+    };
+    for r in &rows {
+        let autostart = match &r["autostart"] {
+            serde_json::Value::Null if r["defined"] == true => "off".to_owned(),
+            serde_json::Value::Null => "-".to_owned(),
+            n => format!("on ({n})"),
+        };
+        println!(
+            "{:<width$} {:<18} {:>7} {:>8} {:>5} {:>9}",
+            text(&r["name"], ""),
+            text(&r["state"], ""),
+            text(&r["pid"], ""),
+            text(&r["memory_mib"], "M"),
+            text(&r["vcpus"], ""),
+            autostart
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn info(name: Option<String>, all: bool, g: &Global, as_json: bool) -> anyhow::Result<ExitCode> {

@@ -3,6 +3,7 @@
 mod balloon;
 mod cleanup;
 mod console;
+mod define;
 mod ganeti;
 mod hotplug;
 mod info;
@@ -101,6 +102,23 @@ pub(crate) enum Command {
     FinalizeTarget(migration::FinalizeArgs),
     /// Serve Ganeti's `kvm` hypervisor on this Ganeti node, or stop doing so.
     Ganeti(ganeti::Args),
+    /// Keep an instance's spec in the config directory, so that `start
+    /// NAME` starts it and it survives a reboot of the node; values it
+    /// leaves out (UUIDs, MACs) are generated once and written in.
+    Define(define::DefineArgs),
+    /// Forget a defined instance (not while it runs).
+    Undefine(define::NameArgs),
+    /// Edit a definition in $VISUAL or $EDITOR; it is checked before it is
+    /// saved.
+    Edit(define::NameArgs),
+    /// Whether `node-start` starts a defined instance.
+    Autostart(define::AutostartArgs),
+    /// Start every autostart instance that is not running (at boot), in
+    /// their order, some at once.
+    NodeStart(define::NodeStartArgs),
+    /// Stop every running instance at once, with one deadline for all (at
+    /// shutdown).
+    NodeStop(define::NodeStopArgs),
 }
 
 impl Command {
@@ -135,6 +153,12 @@ impl Command {
             Command::FinalizeSource(a) => a.run(g, true),
             Command::FinalizeTarget(a) => a.run(g, false),
             Command::Ganeti(a) => a.run(g),
+            Command::Define(a) => a.run(g),
+            Command::Undefine(a) => a.undefine(g),
+            Command::Edit(a) => a.edit(g),
+            Command::Autostart(a) => a.run(g),
+            Command::NodeStart(a) => a.run(g),
+            Command::NodeStop(a) => a.run(g),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `start SPEC`.
+//! `start NAME|SPEC`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,8 +11,9 @@ use crate::output::{invalid, print_json, runtime};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// The spec file (.json or .toml).
-    spec: PathBuf,
+    /// A defined instance's name, or a spec file (.json or .toml; a path
+    /// with a `/` or that extension) for a one-shot start.
+    target: String,
     /// Leave the VM paused.
     #[arg(long)]
     paused: bool,
@@ -31,9 +32,16 @@ impl Args {
 }
 
 fn start(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
-    let node = g.node(a.cache_dir)?;
-    let Some(loaded) = load_spec(&a.spec)? else {
-        return Ok(invalid());
+    let node = g.node(a.cache_dir.clone())?;
+    let is_file =
+        a.target.contains('/') || [".json", ".toml"].iter().any(|e| a.target.ends_with(e));
+    let loaded = if is_file {
+        let Some(loaded) = load_spec(&PathBuf::from(&a.target))? else {
+            return Ok(invalid());
+        };
+        loaded
+    } else {
+        g.config_dir().load(&a.target)?
     };
     let (paused, as_json) = (a.paused, a.json);
     for g in &loaded.generated {
