@@ -192,7 +192,7 @@ fn edit_saves_a_valid_change_and_keeps_an_invalid_one_aside() {
     let spec = d.spec("web1.json", WEB);
     assert_eq!(d.run(&["define", &spec]).status.code(), Some(0));
     let uuid = d.stored("web1")["uuid"].clone();
-    let out = d.edit("web1", "sed -i s/256/512/");
+    let out = d.edit("web1", r#"sed -i 's/"memory": 256/"memory": 512/'"#);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(text(&out).0, "web1: definition saved\n");
     let stored = d.stored("web1");
@@ -200,7 +200,7 @@ fn edit_saves_a_valid_change_and_keeps_an_invalid_one_aside() {
         (stored["memory"].clone(), stored["uuid"].clone()),
         (serde_json::json!(512), uuid)
     );
-    let out = d.edit("web1", "sed -i s/512/-1/");
+    let out = d.edit("web1", r#"sed -i 's/"memory": 512/"memory": -1/'"#);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out).1;
     assert!(
