@@ -426,7 +426,8 @@ fn one_node(lab: &mut GanetiLab, guest_kernel: &Path, guest_initrd: &Path) -> Re
     ] {
         lab.ok(1, args)?;
     }
-    modify(&["--net", "0:modify,link=gntbr2"])?;
+    // --force: Ganeti asks before it replaces a NIC.
+    modify(&["--force", "--net", "0:modify,link=gntbr2"])?;
     console.until("GLAB uevent remove net eth0")?;
     console.until("GLAB uevent add net eth0")?;
     let ports = lab.ok(1, &["ls", "/sys/class/net/gntbr2/brif"])?;
