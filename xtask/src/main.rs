@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 mod bench_hotplug;
 mod bench_migrate;
 mod bench_start;
+mod dist;
 mod e2e;
 mod e2e_ganeti;
 mod e2e_hotplug;
@@ -34,20 +35,26 @@ tasks:
   e2e    the end-to-end scenarios: the real binary and a real guest inside a
          network namespace (root); part of `ci` (KVMH_E2E_ONLY=migration:
          only the migration scenarios, ssh and Ganeti's included; =ssh,
-         =ganeti: only those)
+         =ganeti, =persist: only those)
   faults fault injection: the CLI killed, QEMU killed or stopped at each
          step boundary of start, stop, reboot and hotplug, and a full run
          directory; after each, info tells the truth, the next command
          completes or undoes, nothing is left; prints a table (part of `ci`)
   ganeti real Ganeti 3.0 clusters in namespaces (Debian's `ganeti`
          package) whose `kvm` hypervisor is our class and binary: one node
-         (add, start, console, hotplug, balloon, soft and hard reboot,
-         shutdown, remove), then two (live migration both ways, failover)
-         (part of `ci`)
+         (verify, add, start, console, hotplug, balloon, soft and hard
+         reboot, a power-off seen by kvmd, shutdown, remove), two (live
+         migration both ways, postcopy, failover), and mixed with Ganeti's
+         own KVM layer (instances moving both ways) (part of `ci`)
   load   20 instances started and stopped concurrently, then 200 start /
          hotplug add-disk / stop cycles, the monitor daemon watching: no
          failure, no descriptor leaked by the monitor, an empty run
          directory (part of `ci`)
+  dist [--debug]
+         the binary (release build), its man pages, bash/zsh/fish
+         completions, the systemd units, README, ARCHITECTURE and LICENSE,
+         laid out under a prefix in target/dist/kvm-hypervisor-VERSION-ARCH-linux
+         and packed as .tar.gz (a debug build of it is part of `ci`)
   guest  build (once, cached in target/guest) the test guest: a Debian cloud
          kernel and a busybox initramfs whose /init prints GLAB-READY on ttyS0,
          powers off on the ACPI power button and runs commands sent on ttyS0
@@ -89,6 +96,7 @@ fn main() -> Result<()> {
         Some("faults") => run_faults(),
         Some("load") => run_load(),
         Some("ganeti") => run_ganeti(),
+        Some("dist") => dist::dist(std::env::args().nth(2).as_deref() != Some("--debug")).map(drop),
         Some("guest") => guest().map(|g| {
             println!("kernel {}", g.kernel.display());
             println!("initrd {}", g.initrd.display());
@@ -148,7 +156,12 @@ fn ensure_packages() -> Result<()> {
 
 fn ci() -> Result<()> {
     ensure_packages()?;
-    install_missing(&[("ip", "iproute2"), ("openssl", "openssl")])?;
+    // systemd-analyze checks the shipped units (the CLI tests).
+    install_missing(&[
+        ("ip", "iproute2"),
+        ("openssl", "openssl"),
+        ("systemd-analyze", "systemd"),
+    ])?;
     // Tests that boot a real guest need it built first.
     guest()?;
     run(
@@ -171,6 +184,9 @@ fn ci() -> Result<()> {
     run_faults()?;
     run_load()?;
     run_ganeti()?;
+    // The layout of a distribution (a debug build: the release build
+    // would double CI's build time).
+    dist::dist(false)?;
     run(
         "cargo doc",
         cargo()

@@ -72,6 +72,16 @@ fn parse_uid_pool(text: &str) -> Result<UidPool, String> {
 }
 
 impl Global {
+    /// --run-dir, when given.
+    pub(crate) fn explicit_run_dir(&self) -> Option<&std::path::Path> {
+        self.run_dir.as_deref()
+    }
+
+    /// --config-dir (or KVM_HYPERVISOR_CONFIG_DIR), when given.
+    pub(crate) fn explicit_config_dir(&self) -> Option<&std::path::Path> {
+        self.config_dir.as_deref()
+    }
+
     /// The config directory of defined instances.
     pub(crate) fn config_dir(&self) -> ConfigDir {
         ConfigDir::at(

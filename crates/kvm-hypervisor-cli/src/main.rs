@@ -13,7 +13,7 @@ use clap::Parser;
 /// Manage QEMU/KVM virtual machines on this node (Ganeti-compatible).
 #[derive(Parser)]
 #[command(name = "kvm-hypervisor", version, about, after_help = output::EXIT_STATUS)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     global: global::Global,
     #[command(subcommand)]
@@ -24,6 +24,16 @@ fn main() -> ExitCode {
     // Arguments first: `--version` and `--help` exit before the subscriber
     // (whose filter parsing costs about a millisecond) is built.
     let cli = Cli::parse();
+    if cli.command.only_prints() {
+        // SAFETY: no other thread exists yet, and SIG_DFL installs no
+        // handler code.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
+    }
     logging();
     match cli.command.run(&cli.global) {
         Ok(code) => code,

@@ -192,6 +192,125 @@ fn validate_hvparams_checks_a_map_alone_values_then_host() {
 }
 
 #[test]
+fn completions_and_man_pages_come_from_the_argument_definitions() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = run(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        assert!(stdout(&out).contains("node-start"), "{shell}");
+    }
+    assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(2));
+    let dir = std::env::temp_dir().join(format!("kvmhv-man-{}", std::process::id()));
+    let out = run(&["man-pages", "--out-dir", dir.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0));
+    let mut pages: Vec<String> = std::fs::read_dir(&dir)
+        .expect("pages")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    assert!(pages.contains(&"kvm-hypervisor.1".to_owned()), "{pages:?}");
+    assert!(
+        pages.contains(&"kvm-hypervisor-define.1".to_owned()),
+        "{pages:?}"
+    );
+    assert!(
+        !pages.contains(&"kvm-hypervisor-man-pages.1".to_owned()),
+        "hidden"
+    );
+    let define = std::fs::read_to_string(dir.join("kvm-hypervisor-define.1")).expect("page");
+    assert!(define.contains("kvm\\-hypervisor define"), "{define}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn installed_units_run_this_binary_and_pass_systemd_analyze_verify() {
+    let r = TempRun::new("units");
+    let units = r.0.join("units");
+    let out = r.run(&[
+        "install-units",
+        "--unit-dir",
+        units.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let monitor =
+        std::fs::read_to_string(units.join("kvm-hypervisor-monitor.service")).expect("unit");
+    let exec = monitor
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .expect("ExecStart");
+    assert_eq!(
+        exec,
+        format!(
+            "ExecStart={} --run-dir {} monitor",
+            env!("CARGO_BIN_EXE_kvm-hypervisor"),
+            r.0.display()
+        )
+    );
+    // CI installs systemd's tools (`cargo xtask ci`); warnings fail too.
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(units.join("kvm-hypervisor-monitor.service"))
+        .arg(units.join("kvm-hypervisor-node.service"))
+        .output()
+        .expect("systemd-analyze runs");
+    assert_eq!(
+        (
+            verify.status.code(),
+            String::from_utf8_lossy(&verify.stderr).into_owned()
+        ),
+        (Some(0), String::new())
+    );
+}
+
+#[test]
+fn the_monitor_tells_systemd_it_is_ready() {
+    use std::os::unix::net::UnixDatagram;
+    let r = TempRun::new("notify");
+    let socket = r.0.join("notify.sock");
+    let listener = UnixDatagram::bind(&socket).expect("bind");
+    listener
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let mut monitor = Command::new(env!("CARGO_BIN_EXE_kvm-hypervisor"))
+        .arg("--run-dir")
+        .arg(&r.0)
+        .arg("monitor")
+        .env("NOTIFY_SOCKET", &socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawns");
+    let mut buf = [0u8; 256];
+    let got = listener
+        .recv(&mut buf)
+        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(monitor.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = monitor.wait().expect("waits");
+    assert_eq!(got.expect("a notification"), "READY=1\n");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_printing_command_whose_reader_goes_away_ends_quietly_by_sigpipe() {
+    use std::os::unix::process::ExitStatusExt;
+    // More than a pipe's buffer (64 KiB), so that it writes after the
+    // reader has gone.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvm-hypervisor"))
+        .args(["completions", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("waits");
+    assert_eq!(out.status.signal(), Some(13), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+#[test]
 fn params_json_lists_every_hvparam_with_ganetis_default() {
     let out = run(&["params", "--json"]);
     assert_eq!(out.status.code(), Some(0));

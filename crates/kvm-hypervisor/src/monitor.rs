@@ -124,6 +124,19 @@ pub async fn run_with(
     verdicts: mpsc::UnboundedSender<GuestExit>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), MonitorError> {
+    run_notifying(run, console_log_max, verdicts, shutdown, || {}).await
+}
+
+/// [`run_with`] that calls `ready` once it watches every instance (those
+/// started before it included) and will see every new one: where a
+/// service manager is told it is up (systemd's `READY=1`).
+pub async fn run_notifying(
+    run: RunDir,
+    console_log_max: u64,
+    verdicts: mpsc::UnboundedSender<GuestExit>,
+    shutdown: impl std::future::Future<Output = ()>,
+    ready: impl FnOnce(),
+) -> Result<(), MonitorError> {
     let ctrl = run.root().join("ctrl");
     let watch_err = |source| MonitorError::Watch {
         dir: ctrl.display().to_string(),
@@ -167,6 +180,7 @@ pub async fn run_with(
         }
     }
     tracing::info!(dir = %ctrl.display(), "monitoring guest shutdowns");
+    ready();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -4,6 +4,7 @@ mod balloon;
 mod cleanup;
 mod console;
 mod define;
+mod docs;
 mod ganeti;
 mod hotplug;
 mod info;
@@ -19,6 +20,7 @@ mod resize_disk;
 mod runtime;
 mod start;
 mod stop;
+mod units;
 mod validate;
 mod verify;
 
@@ -119,9 +121,42 @@ pub(crate) enum Command {
     /// Stop every running instance at once, with one deadline for all (at
     /// shutdown).
     NodeStop(define::NodeStopArgs),
+    /// Write the systemd units (the monitor as a service; node-start at
+    /// boot and node-stop at shutdown) with this binary's path, and the
+    /// global --run-dir/--config-dir given, written in.
+    InstallUnits(units::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell), e.g. `kvm-hypervisor completions bash >
+    /// /usr/share/bash-completion/completions/kvm-hypervisor`.
+    Completions(docs::CompletionsArgs),
+    /// Write the man pages (one per command) into a directory.
+    #[command(hide = true)]
+    ManPages(docs::ManPagesArgs),
 }
 
 impl Command {
+    /// Whether the command only reads and prints: such a command may die
+    /// of SIGPIPE when its reader goes away (`| head`), as Unix tools do;
+    /// the others finish what they do and ignore the closed pipe.
+    pub(crate) fn only_prints(&self) -> bool {
+        matches!(
+            self,
+            Command::Validate(_)
+                | Command::Params(_)
+                | Command::QemuCaps(_)
+                | Command::Plan(_)
+                | Command::Info(_)
+                | Command::List(_)
+                | Command::NodeInfo(_)
+                | Command::Verify(_)
+                | Command::Runtime(_)
+                | Command::MigrationInfo(_)
+                | Command::MigrationStatus(_)
+                | Command::Completions(_)
+                | Command::ManPages(_)
+        )
+    }
+
     /// Runs the subcommand.
     pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
         match self {
@@ -159,6 +194,9 @@ impl Command {
             Command::Autostart(a) => a.run(g),
             Command::NodeStart(a) => a.run(g),
             Command::NodeStop(a) => a.run(g),
+            Command::InstallUnits(a) => a.run(g),
+            Command::Completions(a) => a.run(),
+            Command::ManPages(a) => a.run(),
         }
     }
 }

@@ -18,6 +18,14 @@ pub(crate) struct Args {
     json: bool,
 }
 
+/// Tells systemd (`Type=notify`, `NOTIFY_SOCKET`) that the monitor is up;
+/// nothing without systemd.
+fn notify_ready() {
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "could not tell systemd the monitor is ready");
+    }
+}
+
 fn parse_size(text: &str) -> Result<u64, String> {
     kvm_hypervisor::hotplug::parse_size(text).map_err(|e| e.to_string())
 }
@@ -46,7 +54,7 @@ impl Args {
                 }
             };
             tokio::select! {
-                r = kvm_hypervisor::monitor::run_with(node.run.clone(), self.console_log_max, tx, stop) => r.map_err(anyhow::Error::from),
+                r = kvm_hypervisor::monitor::run_notifying(node.run.clone(), self.console_log_max, tx, stop, notify_ready) => r.map_err(anyhow::Error::from),
                 () = printer => Ok(()),
             }
         })?;
