@@ -159,10 +159,10 @@ fn list_all_shows_definitions_with_their_autostart_order() {
     let out = d.run(&["list", "--all"]);
     assert_eq!(
         text(&out).0,
-        "NAME    STATE                  PID   MEMORY VCPUS AUTOSTART\n\
-         a-db    stopped                  -        -     -    on (0)\n\
-         b-web   stopped                  -        -     -    on (2)\n\
-         c-cache stopped                  -        -     -       off\n"
+        "NAME    STATE   PID MEMORY VCPUS AUTOSTART\n\
+         a-db    stopped   -      -     - on (0)\n\
+         b-web   stopped   -      -     - on (2)\n\
+         c-cache stopped   -      -     - off\n"
     );
     assert_eq!(d.run(&["autostart", "b-web", "off"]).status.code(), Some(0));
     let out = d.run(&["list", "--all", "--json"]);

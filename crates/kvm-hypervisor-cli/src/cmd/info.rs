@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use kvm_hypervisor::InstanceInfo;
 
 use crate::global::Global;
-use crate::output::runtime;
+use crate::output::{duration, mib, runtime, table};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -72,39 +72,36 @@ fn list_all(g: &Global, as_json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let width = rows
-        .iter()
-        .filter_map(|r| r["name"].as_str().map(str::len))
-        .max()
-        .unwrap_or(0)
-        .max(4);
-    println!(
-        "{:<width$} {:<18} {:>7} {:>8} {:>5} {:>9}",
-        "NAME", "STATE", "PID", "MEMORY", "VCPUS", "AUTOSTART"
-    );
-    let text = |v: &serde_json::Value, suffix: &str| match v {
+    let text = |v: &serde_json::Value| match v {
         serde_json::Value::Null => "-".to_owned(),
-        v => format!(
-            "{}{suffix}",
-            v.as_str().map_or_else(|| v.to_string(), str::to_owned)
-        ),
+        v => v.as_str().map_or_else(|| v.to_string(), str::to_owned),
     };
-    for r in &rows {
-        let autostart = match &r["autostart"] {
-            serde_json::Value::Null if r["defined"] == true => "off".to_owned(),
-            serde_json::Value::Null => "-".to_owned(),
-            n => format!("on ({n})"),
-        };
-        println!(
-            "{:<width$} {:<18} {:>7} {:>8} {:>5} {:>9}",
-            text(&r["name"], ""),
-            text(&r["state"], ""),
-            text(&r["pid"], ""),
-            text(&r["memory_mib"], "M"),
-            text(&r["vcpus"], ""),
-            autostart
-        );
-    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let autostart = match &r["autostart"] {
+                serde_json::Value::Null if r["defined"] == true => "off".to_owned(),
+                serde_json::Value::Null => "-".to_owned(),
+                n => format!("on ({n})"),
+            };
+            vec![
+                text(&r["name"]),
+                text(&r["state"]),
+                text(&r["pid"]),
+                r["memory_mib"].as_u64().map_or("-".into(), mib),
+                text(&r["vcpus"]),
+                autostart,
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["NAME", "STATE", "PID", "MEMORY", "VCPUS", "AUTOSTART"],
+            &cells,
+            &[2, 3, 4]
+        )
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -131,58 +128,123 @@ fn info(name: Option<String>, all: bool, g: &Global, as_json: bool) -> anyhow::R
             .unwrap_or_default()
     };
     if all {
-        println!(
-            "{:<24} {:<18} {:>7} {:>8} {:>5}",
-            "NAME", "STATE", "PID", "MEMORY", "VCPUS"
+        let rows: Vec<Vec<String>> = infos
+            .iter()
+            .map(|i| {
+                vec![
+                    i.name.clone(),
+                    state_of(i),
+                    i.pid.map_or("-".into(), |p| p.to_string()),
+                    i.memory_mib.map_or("-".into(), mib),
+                    i.vcpus.map_or("-".into(), |v| v.to_string()),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(
+                &["NAME", "STATE", "PID", "MEMORY", "VCPUS"],
+                &rows,
+                &[2, 3, 4]
+            )
         );
-        for i in &infos {
-            println!(
-                "{:<24} {:<18} {:>7} {:>8} {:>5}",
-                i.name,
-                state_of(i),
-                i.pid.map_or("-".into(), |p| p.to_string()),
-                i.memory_mib.map_or("-".into(), |m| format!("{m}M")),
-                i.vcpus.map_or("-".into(), |v| v.to_string())
-            );
-        }
         return Ok(ExitCode::SUCCESS);
     }
-    let i = &infos[0];
-    println!("instance  {}", i.name);
-    println!("state     {}", state_of(i));
-    if let Some(p) = i.pid {
-        println!("pid       {p}");
+    print!("{}", describe(&infos[0], &state_of(&infos[0])));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `info NAME` as text: the instance, then its disks and NICs as tables.
+fn describe(i: &InstanceInfo, state: &str) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<9} {v}\n"));
+    line("instance", i.name.clone());
+    if let Some(u) = &i.uuid {
+        line("uuid", u.clone());
     }
-    if let Some(m) = i.memory_mib {
-        println!("memory    {m} MiB");
+    line("state", state.to_owned());
+    if let Some(p) = i.pid {
+        line("pid", p.to_string());
+    }
+    match (i.memory_mib, i.memory_max_mib) {
+        (Some(now), Some(max)) if now != max => line(
+            "memory",
+            format!("{} (of {}, ballooned)", mib(now), mib(max)),
+        ),
+        (Some(m), _) | (None, Some(m)) => line("memory", mib(m)),
+        (None, None) => {}
     }
     if let Some(v) = i.vcpus {
-        println!("vcpus     {v}");
+        line("vcpus", v.to_string());
     }
     if let Some(u) = i.uptime_secs {
-        println!("uptime    {u} s");
+        line("uptime", duration(u));
     }
     if let Some(v) = &i.qemu_version {
-        println!("qemu      {v}");
+        line("qemu", v.clone());
     }
     if let Some(m) = &i.machine {
-        println!("machine   {m}");
+        line("machine", m.clone());
     }
     if !i.from_qmp && i.pid.is_some() {
-        println!("note      QEMU's monitor did not answer; figures come from its command line");
-    }
-    for d in &i.devices {
-        println!(
-            "{:<9} {} {} {}{}",
-            d.kind,
-            d.uuid,
-            d.id.as_deref().unwrap_or("-"),
-            d.placement.as_deref().unwrap_or("-"),
-            d.tap
-                .as_deref()
-                .map(|t| format!(" tap {t}"))
-                .unwrap_or_default()
+        line(
+            "note",
+            "QEMU's monitor did not answer; figures come from its command line".into(),
         );
     }
-    Ok(ExitCode::SUCCESS)
+    let or = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let disks: Vec<Vec<String>> = i
+        .devices
+        .iter()
+        .filter(|d| d.kind == "disk")
+        .enumerate()
+        .map(|(n, d)| {
+            vec![
+                n.to_string(),
+                or(&d.name),
+                d.uuid.clone(),
+                d.size_mib.map_or("-".into(), mib),
+                or(&d.placement),
+                or(&d.source),
+            ]
+        })
+        .collect();
+    if !disks.is_empty() {
+        out.push_str("\ndisks\n");
+        out.push_str(&table(
+            &["#", "NAME", "UUID", "SIZE", "ADDRESS", "SOURCE"],
+            &disks,
+            &[0, 3],
+        ));
+    }
+    let nics: Vec<Vec<String>> = i
+        .devices
+        .iter()
+        .filter(|d| d.kind == "nic")
+        .enumerate()
+        .map(|(n, d)| {
+            vec![
+                n.to_string(),
+                or(&d.name),
+                d.uuid.clone(),
+                or(&d.mac),
+                or(&d.mode),
+                or(&d.link),
+                or(&d.tap),
+                or(&d.ip),
+                or(&d.placement),
+            ]
+        })
+        .collect();
+    if !nics.is_empty() {
+        out.push_str("\nnics\n");
+        out.push_str(&table(
+            &[
+                "#", "NAME", "UUID", "MAC", "MODE", "LINK", "TAP", "IP", "ADDRESS",
+            ],
+            &nics,
+            &[0],
+        ));
+    }
+    out
 }

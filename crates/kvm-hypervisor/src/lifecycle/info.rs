@@ -41,12 +41,17 @@ pub enum InstanceState {
 pub struct InstanceInfo {
     /// The instance.
     pub name: String,
+    /// Its UUID, from the runtime record.
+    pub uuid: Option<String>,
     /// Its state.
     pub state: InstanceState,
     /// QEMU's pid, when alive.
     pub pid: Option<i32>,
-    /// Memory in MiB (from the balloon, or the argv).
+    /// Memory in MiB now (from the balloon, or the argv).
     pub memory_mib: Option<u64>,
+    /// Its maximum memory in MiB (the spec's `memory`, what QEMU was
+    /// started with), from the runtime record.
+    pub memory_max_mib: Option<u64>,
     /// vCPUs.
     pub vcpus: Option<u32>,
     /// Seconds since QEMU started.
@@ -71,10 +76,31 @@ pub struct DeviceSummary {
     pub kind: &'static str,
     /// Its UUID.
     pub uuid: String,
+    /// Its name, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// QEMU device id.
     pub id: Option<String>,
     /// Where it sits (`pci.0 0xc`, `scsi.0 target 1`).
     pub placement: Option<String>,
+    /// Disks: the path or URI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Disks: the size in MiB, as recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_mib: Option<u64>,
+    /// NICs: the MAC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// NICs: the mode (`bridged`, `routed`, …) and link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// NICs: the bridge, routing table or switch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// NICs: the IP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
     /// The host tap, for NICs.
     pub tap: Option<String>,
 }
@@ -113,6 +139,11 @@ pub async fn info(node: &Node, name: &str) -> Result<InstanceInfo, InfoError> {
     if incomplete {
         info.state = InstanceState::Incomplete;
     }
+    if let Some(r) = &record {
+        let field = |k: &str| r.instance.get(k);
+        info.uuid = field("uuid").and_then(|u| u.as_str()).map(str::to_owned);
+        info.memory_max_mib = field("memory").and_then(serde_json::Value::as_u64);
+    }
     Ok(info)
 }
 
@@ -127,9 +158,11 @@ async fn describe(
         Liveness::Running { pid, argv } => {
             let mut info = InstanceInfo {
                 name: name.to_owned(),
+                uuid: None,
                 state: InstanceState::Other,
                 pid: Some(pid),
                 memory_mib: argv.memory_mib,
+                memory_max_mib: None,
                 vcpus: argv.vcpus,
                 uptime_secs: uptime(pid),
                 qemu_version: None,
@@ -180,6 +213,7 @@ async fn describe(
             let num = |k: &str| r.and_then(|r| r.instance.get(k)).and_then(Json::as_u64);
             Ok(InstanceInfo {
                 name: name.to_owned(),
+                uuid: None,
                 state: if by_guest {
                     InstanceState::ShutdownByGuest
                 } else {
@@ -187,6 +221,7 @@ async fn describe(
                 },
                 pid: None,
                 memory_mib: num("memory"),
+                memory_max_mib: None,
                 vcpus: num("vcpus").and_then(|v| u32::try_from(v).ok()),
                 uptime_secs: None,
                 qemu_version: None,
@@ -211,15 +246,29 @@ fn devices_of(r: &RuntimeRecord) -> Vec<DeviceSummary> {
     let disks = r.disks.iter().map(|d| DeviceSummary {
         kind: "disk",
         uuid: d.uuid.clone(),
+        name: d.name.clone(),
         id: d.hvinfo.as_ref().map(|h| h.id.clone()),
         placement: place(&d.hvinfo),
+        source: d.path.clone().or_else(|| d.uri.clone()),
+        size_mib: d.size,
+        mac: None,
+        mode: None,
+        link: None,
+        ip: None,
         tap: None,
     });
     let nics = r.nics.iter().map(|n| DeviceSummary {
         kind: "nic",
         uuid: n.uuid.clone(),
+        name: n.name.clone(),
         id: n.hvinfo.as_ref().map(|h| h.id.clone()),
         placement: place(&n.hvinfo),
+        source: None,
+        size_mib: None,
+        mac: n.mac.clone(),
+        mode: n.mode.clone(),
+        link: n.link.clone().filter(|l| !l.is_empty()),
+        ip: n.ip.clone(),
         tap: n.tap.clone(),
     });
     disks.chain(nics).collect()
@@ -255,9 +304,11 @@ pub async fn info_all(node: &Node) -> Result<Vec<InstanceInfo>, StateError> {
             Ok(i) => i,
             Err(e) => InstanceInfo {
                 name,
+                uuid: None,
                 state: InstanceState::Stale,
                 pid: None,
                 memory_mib: None,
+                memory_max_mib: None,
                 vcpus: None,
                 uptime_secs: None,
                 qemu_version: None,
