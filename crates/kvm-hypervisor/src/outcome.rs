@@ -217,6 +217,8 @@ impl Classify for HotplugError {
             HotplugError::NotSupported { .. }
             | HotplugError::Spec { .. }
             | HotplugError::UnknownDevice { .. }
+            | HotplugError::NoSuchDevice { .. }
+            | HotplugError::AmbiguousDevice { .. }
             | HotplugError::Duplicate { .. }
             | HotplugError::Device(_)
             | HotplugError::BadSize(_)

@@ -242,9 +242,15 @@ async fn disk_add_resize_remove_seen_by_the_guest() {
     // QMP takes one client at a time: the library connects next.
     drop(c);
 
-    let resized = hotplug::resize_disk(&vm.node, &vm.name, HOT, 128 << 20, false)
-        .await
-        .expect("resize");
+    let resized = hotplug::resize_disk(
+        &vm.node,
+        &vm.name,
+        HOT,
+        hotplug::DiskSize::To(128 << 20),
+        false,
+    )
+    .await
+    .expect("resize");
     assert_eq!(resized.bytes, 128 << 20);
     assert_eq!(resized.previous_bytes, Some(64 << 20));
     assert_eq!(
@@ -255,15 +261,36 @@ async fn disk_add_resize_remove_seen_by_the_guest() {
     assert_eq!(record(&vm).disks[1].size, Some(128));
 
     // Shrinking discards data: refused without allow_shrink, nothing changed.
-    let err = hotplug::resize_disk(&vm.node, &vm.name, HOT, 16 << 20, false)
-        .await
-        .unwrap_err();
+    let err = hotplug::resize_disk(
+        &vm.node,
+        &vm.name,
+        HOT,
+        hotplug::DiskSize::To(16 << 20),
+        false,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "disk-4070c000-1111-4222 is 134217728 bytes: resizing it to 16777216 bytes would discard its last 117440512 bytes; shrinking needs --allow-shrink"
     );
     assert_eq!(std::fs::metadata(&img).expect("image").len(), 128 << 20);
     assert_eq!(record(&vm).disks[1].size, Some(128));
+
+    // Grown by 16 MiB, the disk named by its index.
+    let disk = hotplug::device_uuid(&vm.node, &vm.name, "disk", "1").expect("disk 1");
+    assert_eq!(disk, HOT);
+    let grown = hotplug::resize_disk(
+        &vm.node,
+        &vm.name,
+        &disk,
+        hotplug::parse_disk_size("+16M").expect("size"),
+        false,
+    )
+    .await
+    .expect("grow");
+    assert_eq!(grown.bytes, 144 << 20);
+    assert_eq!(record(&vm).disks[1].size, Some(144));
 
     let removed = hotplug::remove_disk(&vm.node, &vm.name, HOT, Duration::from_secs(30))
         .await

@@ -42,7 +42,7 @@ enum HotplugCommand {
     DelDisk {
         /// The instance.
         name: String,
-        /// The disk's UUID.
+        /// The disk: its UUID, a unique prefix of it, its name or its index.
         uuid: String,
         /// Seconds the guest gets to release the device.
         #[arg(long, default_value_t = 10)]
@@ -66,7 +66,7 @@ enum HotplugCommand {
     DelNic {
         /// The instance.
         name: String,
-        /// The NIC's UUID.
+        /// The NIC: its UUID, a unique prefix of it, its name or its index.
         uuid: String,
         /// Seconds the guest gets to release the device.
         #[arg(long, default_value_t = 10)]
@@ -183,6 +183,7 @@ fn run(g: &Global, command: HotplugCommand) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let deadline = Duration::from_secs(timeout);
+            let uuid = hotplug::device_uuid(&node, &name, "disk", &uuid)?;
             let r = rt.block_on(hotplug::remove_disk(&node, &name, &uuid, deadline))?;
             print_removal(&r, json)?;
         }
@@ -193,6 +194,7 @@ fn run(g: &Global, command: HotplugCommand) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let deadline = Duration::from_secs(timeout);
+            let uuid = hotplug::device_uuid(&node, &name, "NIC", &uuid)?;
             let r = rt.block_on(hotplug::remove_nic(&node, &name, &uuid, deadline))?;
             print_removal(&r, json)?;
         }

@@ -1,4 +1,4 @@
-//! `resize-disk NAME UUID SIZE`.
+//! `resize-disk NAME DISK SIZE`.
 
 use std::process::ExitCode;
 
@@ -11,10 +11,11 @@ use crate::output::runtime;
 pub(crate) struct Args {
     /// The instance.
     name: String,
-    /// The disk's UUID.
-    uuid: String,
+    /// The disk: its UUID, a unique prefix of it, its name or its index.
+    disk: String,
     /// The new size: MiB, or with a unit (1.5G, 512MiB, 100GB; K/M/G/T are
-    /// binary as in QEMU, KB/MB/GB/TB decimal).
+    /// binary as in QEMU, KB/MB/GB/TB decimal); `+SIZE` grows it by SIZE.
+    #[arg(allow_hyphen_values = true)]
     size: String,
     /// Allow a smaller size, discarding the end of the disk's data.
     #[arg(long)]
@@ -30,13 +31,15 @@ impl Args {
     }
 }
 
-/// `resize-disk NAME UUID SIZE`: SIZE in MiB, or with a K/M/G/T suffix.
+/// `resize-disk NAME DISK SIZE`: SIZE in MiB, or with a K/M/G/T suffix,
+/// `+` to grow by it.
 fn resize(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     let node = g.node(None)?;
-    let (name, uuid, size, as_json) = (a.name.as_str(), a.uuid.as_str(), a.size.as_str(), a.json);
+    let (name, size, as_json) = (a.name.as_str(), a.size.as_str(), a.json);
     let allow_shrink = a.allow_shrink;
-    let bytes = hotplug::parse_size(size)?;
-    let r = runtime()?.block_on(hotplug::resize_disk(&node, name, uuid, bytes, allow_shrink))?;
+    let size = hotplug::parse_disk_size(size)?;
+    let uuid = hotplug::device_uuid(&node, name, "disk", &a.disk)?;
+    let r = runtime()?.block_on(hotplug::resize_disk(&node, name, &uuid, size, allow_shrink))?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

@@ -114,6 +114,30 @@ pub enum HotplugError {
         /// The UUID asked for.
         uuid: String,
     },
+    /// No device answers to what the user named.
+    #[error("instance {name} has no {kind} `{selector}` (its {kind}s: {known})")]
+    NoSuchDevice {
+        /// The instance.
+        name: String,
+        /// `disk` or `NIC`.
+        kind: &'static str,
+        /// What was asked for.
+        selector: String,
+        /// Its devices of that kind, as index, name and UUID.
+        known: String,
+    },
+    /// A UUID prefix that more than one device has.
+    #[error("`{selector}` names more than one {kind} of {name}: {matches}")]
+    AmbiguousDevice {
+        /// The instance.
+        name: String,
+        /// `disk` or `NIC`.
+        kind: &'static str,
+        /// What was asked for.
+        selector: String,
+        /// The UUIDs it could be.
+        matches: String,
+    },
     /// A device with that UUID or QEMU id exists already.
     #[error("instance {name} already has a device {what}")]
     Duplicate {
@@ -426,10 +450,10 @@ pub async fn resize_disk(
     node: &Node,
     name: &str,
     uuid: &str,
-    bytes: u64,
+    size: DiskSize,
     allow_shrink: bool,
 ) -> Result<Resized, HotplugError> {
-    if bytes == 0 {
+    if matches!(size, DiskSize::To(0) | DiskSize::Grow(0)) {
         return Err(HotplugError::BadSize("0".into()));
     }
     let mut s = open(node, name).await?;
@@ -454,6 +478,17 @@ pub async fn resize_disk(
         .is_some();
     let mib = d.size.and_then(|m| m.checked_mul(MIB));
     let previous = current_size(&s, &id).await.or(mib);
+    let bytes = match (size, previous) {
+        (DiskSize::To(bytes), _) => bytes,
+        (DiskSize::Grow(by), Some(previous)) => previous
+            .checked_add(by)
+            .ok_or_else(|| HotplugError::BadSize(format!("+{by}")))?,
+        (DiskSize::Grow(by), None) => {
+            return Err(HotplugError::BadSize(format!(
+                "+{by} bytes: the disk's size is not known, give the new size"
+            )));
+        }
+    };
     if let Some(previous) = previous
         && bytes < previous
         && !allow_shrink
@@ -522,6 +557,109 @@ pub async fn check(node: &Node, name: &str) -> Result<HotplugSupport, HotplugErr
 pub async fn recover(node: &Node, name: &str) -> Result<Vec<Recovery>, HotplugError> {
     let mut s = open(node, name).await?;
     s.recover().await
+}
+
+/// A disk's new size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskSize {
+    /// This many bytes.
+    To(u64),
+    /// This many bytes more than it has now.
+    Grow(u64),
+}
+
+/// `SIZE` or `+SIZE` (grow by), each as [`parse_size`] reads it.
+pub fn parse_disk_size(s: &str) -> Result<DiskSize, HotplugError> {
+    match s.trim().strip_prefix('+') {
+        Some(by) => parse_size(by).map(DiskSize::Grow),
+        None => parse_size(s).map(DiskSize::To),
+    }
+}
+
+/// The UUID of the `kind` (`disk` or `NIC`) of `record` (instance `name`)
+/// that `selector` names: its UUID, its name, its index among the
+/// instance's devices of that kind, or a prefix of its UUID that no other
+/// has.
+pub fn select_device(
+    record: &crate::state::RuntimeRecord,
+    name: &str,
+    kind: &'static str,
+    selector: &str,
+) -> Result<String, HotplugError> {
+    let devices: Vec<(&str, Option<&str>)> = if kind == "disk" {
+        record
+            .disks
+            .iter()
+            .map(|d| (d.uuid.as_str(), d.name.as_deref()))
+            .collect()
+    } else {
+        record
+            .nics
+            .iter()
+            .map(|n| (n.uuid.as_str(), n.name.as_deref()))
+            .collect()
+    };
+    let by = |want: &dyn Fn(&(&str, Option<&str>)) -> bool| -> Vec<&str> {
+        devices.iter().filter(|d| want(d)).map(|d| d.0).collect()
+    };
+    let exact = by(&|d| d.0 == selector);
+    let named = by(&|d| d.1 == Some(selector));
+    let indexed: Vec<&str> = selector
+        .parse::<usize>()
+        .ok()
+        .filter(|_| selector.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|i| devices.get(i))
+        .map(|d| vec![d.0])
+        .unwrap_or_default();
+    let prefixed = by(&|d| !selector.is_empty() && d.0.starts_with(selector));
+    for found in [exact, named, indexed] {
+        if let [one] = found.as_slice() {
+            return Ok((*one).to_owned());
+        }
+    }
+    match prefixed.as_slice() {
+        [one] => Ok((*one).to_owned()),
+        [] => Err(HotplugError::NoSuchDevice {
+            name: name.to_owned(),
+            kind,
+            selector: selector.to_owned(),
+            known: if devices.is_empty() {
+                "none".to_owned()
+            } else {
+                devices
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (uuid, n))| match n {
+                        Some(n) => format!("{i} {n} {uuid}"),
+                        None => format!("{i} {uuid}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        }),
+        many => Err(HotplugError::AmbiguousDevice {
+            name: name.to_owned(),
+            kind,
+            selector: selector.to_owned(),
+            matches: many.join(", "),
+        }),
+    }
+}
+
+/// [`select_device`] on instance `name`'s runtime record.
+pub fn device_uuid(
+    node: &Node,
+    name: &str,
+    kind: &'static str,
+    selector: &str,
+) -> Result<String, HotplugError> {
+    let record = match node.run.read_runtime(name)? {
+        Some(file) => file.record(),
+        None => {
+            return Err(HotplugError::Instance(OpenError::Unknown(name.to_owned())));
+        }
+    };
+    select_device(&record, name, kind, selector)
 }
 
 /// Parses a disk size: a plain number is MiB (Ganeti's unit); a number with
@@ -812,5 +950,66 @@ mod tests {
             err.to_string(),
             "invalid disk spec: path: `relative` is not a normalized absolute path"
         );
+    }
+
+    #[test]
+    fn a_device_is_named_by_uuid_name_index_or_unique_prefix() {
+        let mut named = disk_at(
+            "7c079136-2573-4112-82d0-0d3d2aa90d8f",
+            "disk-7c079136",
+            "0xc",
+        );
+        named.name = Some("data".into());
+        let r = record(
+            vec![
+                named,
+                disk_at(
+                    "7c0aaaaa-0000-4000-8000-000000000000",
+                    "disk-7c0aaaaa",
+                    "0xd",
+                ),
+                disk_at(
+                    "9f5c5bd4-6f60-480b-acdc-9bb1a4b7df79",
+                    "disk-9f5c5bd4",
+                    "0xe",
+                ),
+            ],
+            json!({}),
+        );
+        let pick = |s: &str| select_device(&r, "hp1", "disk", s).map_err(|e| e.to_string());
+        let first = Ok("7c079136-2573-4112-82d0-0d3d2aa90d8f".to_owned());
+        assert_eq!(pick("7c079136-2573-4112-82d0-0d3d2aa90d8f"), first);
+        assert_eq!(pick("data"), first);
+        assert_eq!(pick("0"), first);
+        assert_eq!(pick("7c079"), first);
+        assert_eq!(
+            pick("2"),
+            Ok("9f5c5bd4-6f60-480b-acdc-9bb1a4b7df79".to_owned())
+        );
+        assert_eq!(
+            pick("7c0"),
+            Err("`7c0` names more than one disk of hp1: \
+                 7c079136-2573-4112-82d0-0d3d2aa90d8f, 7c0aaaaa-0000-4000-8000-000000000000"
+                .to_owned())
+        );
+        assert_eq!(
+            pick("nope"),
+            Err("instance hp1 has no disk `nope` (its disks: \
+                 0 data 7c079136-2573-4112-82d0-0d3d2aa90d8f, \
+                 1 7c0aaaaa-0000-4000-8000-000000000000, \
+                 2 9f5c5bd4-6f60-480b-acdc-9bb1a4b7df79)"
+                .to_owned())
+        );
+        assert_eq!(
+            select_device(&r, "hp1", "NIC", "0").map_err(|e| e.to_string()),
+            Err("instance hp1 has no NIC `0` (its NICs: none)".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_leading_plus_grows_a_disk() {
+        assert_eq!(parse_disk_size("+1G").ok(), Some(DiskSize::Grow(1 << 30)));
+        assert_eq!(parse_disk_size("2048").ok(), Some(DiskSize::To(2 << 30)));
+        assert!(parse_disk_size("+").is_err());
     }
 }
