@@ -586,7 +586,9 @@ pub fn select_device(
     kind: &'static str,
     selector: &str,
 ) -> Result<String, HotplugError> {
-    let devices: Vec<(&str, Option<&str>)> = if kind == "disk" {
+    /// A device: its UUID and name.
+    type Device<'a> = (&'a str, Option<&'a str>);
+    let devices: Vec<Device<'_>> = if kind == "disk" {
         record
             .disks
             .iter()
@@ -599,7 +601,7 @@ pub fn select_device(
             .map(|n| (n.uuid.as_str(), n.name.as_deref()))
             .collect()
     };
-    let by = |want: &dyn Fn(&(&str, Option<&str>)) -> bool| -> Vec<&str> {
+    let by = |want: &dyn Fn(&Device<'_>) -> bool| -> Vec<&str> {
         devices.iter().filter(|d| want(d)).map(|d| d.0).collect()
     };
     let exact = by(&|d| d.0 == selector);
