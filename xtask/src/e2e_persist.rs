@@ -2,12 +2,18 @@
 //! defined and marked autostart, a third defined only; `node-start` brings
 //! up the two (and only them); `node-stop` powers both off; the run
 //! directory is forgotten (it lives in RAM, `/run`); `node-start` brings
-//! them back with the same generated MAC.
+//! them back with the same generated MAC. Then the serial console as a
+//! user meets it: held by another client it is refused, a paused VM is not
+//! resumed unless asked, `console --info --json` gives a command that
+//! works, and a guest powering off ends the session.
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 
-use crate::e2e::{Console, Lab, leftover_files};
+use std::io::Write;
+use std::process::Stdio;
+
+use crate::e2e::{Console, Lab, leftover_files, wait_gone};
 
 fn step(what: &str) {
     eprintln!("e2e persist: {what}");
@@ -137,5 +143,106 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
         std::fs::read_dir(&config)?.count() == 0,
         "files left in the config directory"
     );
+    console_scenarios(lab)
+}
+
+/// `kvm-hypervisor console` with `input` on its stdin (then closed): its
+/// exit status, stdout and stderr.
+fn console_with(lab: &Lab, args: &[&str], input: &str) -> Result<(Option<i32>, String, String)> {
+    #[allow(clippy::disallowed_methods)] // a test driver runs the binary under test
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.ns])
+        .arg(&lab.bin)
+        .arg("--run-dir")
+        .arg(lab.dir.join("run"))
+        .arg("console")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn console_scenarios(lab: &Lab) -> Result<()> {
+    step("console: a paused VM stays paused unless --resume; a held console is refused");
+    let spec = lab.spec("cons1", false, json!({}))?;
+    lab.start(&spec)?;
+    let (code, _, err) = console_with(lab, &["cons1"], "")?;
+    ensure!(
+        code == Some(0) && err.contains("cons1 is paused: `kvm-hypervisor console --resume cons1`"),
+        "console of a paused VM: {code:?} {err}"
+    );
+    let state = |lab: &Lab| -> Result<String> {
+        let info: Value = serde_json::from_str(&lab.ok(&["info", "cons1", "--json"])?)?;
+        Ok(info["state"].as_str().unwrap_or_default().to_owned())
+    };
+    ensure!(state(lab)? == "paused", "attaching resumed the VM");
+    let held = Console::attach(&lab.dir.join("run/ctrl/cons1.serial"))?;
+    let (code, _, err) = console_with(lab, &["cons1"], "")?;
+    ensure!(
+        code == Some(4) && err == "Error: cons1's serial console is in use by another client\n",
+        "a second console: {code:?} {err}"
+    );
+    drop(held);
+
+    step("console --info --json: its command works as given (with --run-dir)");
+    let info: Value = serde_json::from_str(&lab.ok(&["console", "cons1", "--info", "--json"])?)?;
+    let command = info["consoles"][0]["command"].as_str().context("command")?;
+    let run = lab.dir.join("run");
+    ensure!(
+        command == format!("kvm-hypervisor --run-dir {} console cons1", run.display()),
+        "console command: {command}"
+    );
+    let words: Vec<&str> = command.split_whitespace().skip(1).collect();
+    #[allow(clippy::disallowed_methods)] // a test driver runs the binary under test
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.ns])
+        .arg(&lab.bin)
+        .args(&words)
+        .arg("--resume")
+        .stdin(Stdio::null())
+        .output()?;
+    ensure!(out.status.success(), "the given console command: {out:?}");
+    ensure!(state(lab)? == "running", "--resume left it paused");
+
+    step("console: the guest powering off ends the session");
+    let pid = serde_json::from_str::<Value>(&lab.ok(&["info", "cons1", "--json"])?)?["pid"]
+        .as_i64()
+        .context("pid")?;
+    drop(console(lab, "cons1")?);
+    #[allow(clippy::disallowed_methods)] // a test driver runs the binary under test
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.ns])
+        .arg(&lab.bin)
+        .arg("--run-dir")
+        .arg(&run)
+        .args(["console", "cons1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // The input stays open: only QEMU's end can end the session.
+    let mut input = child.stdin.take().context("stdin")?;
+    input.write_all(b"poweroff -f\n")?;
+    wait_gone(pid)?;
+    let out = child.wait_with_output()?;
+    drop(input);
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.success() && err.contains("cons1's console closed: QEMU exited"),
+        "console after the guest's power-off: {out:?}"
+    );
+    lab.ok(&["cleanup", "cons1"])?;
     Ok(())
 }

@@ -53,9 +53,9 @@ pub use launch::plan::{
 pub use launch::rollback::{Rollback, Undo};
 pub use launch::{StartError, StartOptions, Started, start};
 pub use lifecycle::{
-    BalloonError, Ballooned, Console, Consoles, DeviceSummary, Ending, InfoError, InstanceInfo,
-    InstanceState, RebootError, StopError, StopOptions, balloon, cleanup, consoles, info, info_all,
-    list, reboot, resume_for_console, spec_from_record, stop,
+    BalloonError, Ballooned, Console, ConsoleError, Consoles, DeviceSummary, Ending, InfoError,
+    InstanceInfo, InstanceState, RebootError, StopError, StopOptions, balloon, cleanup, consoles,
+    info, info_all, list, prepare_console, reboot, resume_for_console, spec_from_record, stop,
 };
 pub use nicsetup::NicSetupError;
 pub use node::{Node, NodeInfo};

@@ -85,6 +85,7 @@ fn classify_one(e: &(dyn Error + 'static)) -> Option<ErrorKind> {
         CapsError,
         GanetiError,
         crate::defined::DefineError,
+        crate::lifecycle::ConsoleError,
     );
     None
 }

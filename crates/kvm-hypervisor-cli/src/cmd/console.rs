@@ -19,6 +19,9 @@ pub(crate) struct Args {
     /// Print the console endpoints instead of attaching.
     #[arg(long)]
     info: bool,
+    /// Resume a paused VM on attaching (it stays paused otherwise).
+    #[arg(long, conflicts_with = "info")]
+    resume: bool,
     /// With --info: print JSON.
     #[arg(long, requires = "info")]
     json: bool,
@@ -29,7 +32,7 @@ impl Args {
         let node = g.node(None)?;
         state::check_name(&self.name)?;
         if !self.info {
-            return attach(&node, &self.name);
+            return attach(&node, &self.name, self.resume);
         }
         let c = kvm_hypervisor::consoles(&node, &self.name)?;
         if self.json {
@@ -60,48 +63,71 @@ impl Args {
     }
 }
 
-/// Attaches this terminal to the serial console (raw mode; Ctrl-] ends),
-/// resuming a paused VM first, as Ganeti's console wrapper does.
-fn attach(node: &Node, name: &str) -> anyhow::Result<ExitCode> {
+/// Attaches this terminal to the serial console (raw mode; Ctrl-] ends)
+/// until the user leaves or QEMU goes away (the guest powered off); a
+/// console another client holds is refused; a paused VM is resumed only
+/// with `resume`.
+fn attach(node: &Node, name: &str, resume: bool) -> anyhow::Result<ExitCode> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let paused = runtime()?.block_on(kvm_hypervisor::prepare_console(node, name, resume))?;
     let socket = node.run.socket(name, Socket::Serial);
-    let stream = std::os::unix::net::UnixStream::connect(&socket)
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket)
         .with_context(|| format!("connecting to the serial console {}", socket.display()))?;
-    runtime()?.block_on(kvm_hypervisor::resume_for_console(node, name))?;
     eprintln!("Connected to {name}'s serial console; Ctrl-] ends.");
-    let _raw = RawTerminal::enable();
-    let mut from_vm = stream.try_clone()?;
-    let out = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        let mut stdout = std::io::stdout();
-        while let Ok(n) = from_vm.read(&mut buf) {
-            if n == 0
-                || stdout
-                    .write_all(&buf[..n])
-                    .and_then(|()| stdout.flush())
-                    .is_err()
+    if paused {
+        eprintln!(
+            "{name} is paused: `kvm-hypervisor console --resume {name}` (or `kvm-hypervisor qmp \
+             --instance {name} cont`) runs it."
+        );
+    }
+    let raw = RawTerminal::enable();
+    let mut stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    let mut buf = [0u8; 4096];
+    let ended_by_vm = loop {
+        let (vm_ready, user_ready) = {
+            let mut fds = [
+                PollFd::new(stream.as_fd(), PollFlags::POLLIN),
+                PollFd::new(stdin.as_fd(), PollFlags::POLLIN),
+            ];
+            poll(&mut fds, PollTimeout::NONE)?;
+            let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), ready(&fds[1]))
+        };
+        if vm_ready {
+            let n = stream.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break true;
+            }
+            if stdout
+                .write_all(&buf[..n])
+                .and_then(|()| stdout.flush())
+                .is_err()
             {
-                break;
+                break false;
             }
         }
-    });
-    let mut to_vm = stream;
-    let mut stdin = std::io::stdin();
-    let mut buf = [0u8; 1024];
-    loop {
-        let n = stdin.read(&mut buf)?;
-        if n == 0 {
-            break;
+        if user_ready {
+            let n = stdin.read(&mut buf)?;
+            if n == 0 {
+                break false;
+            }
+            if let Some(pos) = buf[..n].iter().position(|b| *b == 0x1d) {
+                stream.write_all(&buf[..pos])?;
+                break false;
+            }
+            if stream.write_all(&buf[..n]).is_err() {
+                break true;
+            }
         }
-        if let Some(pos) = buf[..n].iter().position(|b| *b == 0x1d) {
-            to_vm.write_all(&buf[..pos])?;
-            break;
-        }
-        if to_vm.write_all(&buf[..n]).is_err() {
-            break;
-        }
+    };
+    drop(raw);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    if ended_by_vm {
+        eprintln!(
+            "\r\n{name}'s console closed: QEMU exited (the guest powered off, or was stopped)."
+        );
     }
-    let _ = to_vm.shutdown(std::net::Shutdown::Both);
-    let _ = out.join();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -85,9 +85,19 @@ pub fn consoles(node: &Node, name: &str) -> Result<Consoles, InfoError> {
     let port = record.instance.get("network_port").and_then(Json::as_u64);
     let mut consoles = Vec::new();
     if flag("serial_console", true) {
+        // The command works from any shell: with this run directory when
+        // it is not the default one.
+        let run_dir = if node.run.root() == state::RunDir::default_path() {
+            String::new()
+        } else {
+            format!(
+                " --run-dir {}",
+                shell_word(&node.run.root().display().to_string())
+            )
+        };
         consoles.push(Console::Serial {
             socket: node.run.socket(name, Socket::Serial),
-            command: format!("kvm-hypervisor console {name}"),
+            command: format!("kvm-hypervisor{run_dir} console {name}"),
         });
     }
     let vnc = hv("vnc_bind_address");
@@ -117,6 +127,83 @@ pub fn consoles(node: &Node, name: &str) -> Result<Consoles, InfoError> {
 
 /// Resumes a paused instance before a user attaches to its console, as
 /// Ganeti's console wrapper does.
+/// `word` as one shell word: as it is when it is plain, else in single
+/// quotes.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@".contains(&b));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// Why the serial console cannot be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsoleError {
+    /// Another client holds it (QEMU serves one at a time).
+    #[error("{0}'s serial console is in use by another client")]
+    InUse(String),
+    /// The monitor.
+    #[error("asking QEMU about {name}'s console: {source}")]
+    Qmp {
+        /// The instance.
+        name: String,
+        /// The cause.
+        source: qmp_protocol::QmpError,
+    },
+}
+
+impl crate::Classify for ConsoleError {
+    fn kind(&self) -> crate::ErrorKind {
+        match self {
+            ConsoleError::InUse(_) => crate::ErrorKind::Busy,
+            ConsoleError::Qmp { .. } => crate::ErrorKind::Failed,
+        }
+    }
+}
+
+/// Readies `name`'s serial console for a user: refuses while another
+/// client holds it (QEMU would leave a second one silent), and resumes a
+/// paused VM only when `resume`. Returns whether the VM is paused.
+pub async fn prepare_console(node: &Node, name: &str, resume: bool) -> Result<bool, ConsoleError> {
+    let qmp_err = |source| ConsoleError::Qmp {
+        name: name.to_owned(),
+        source,
+    };
+    let qmp = connect(&node.run.socket(name, Socket::Qmp), Duration::from_secs(5))
+        .await
+        .map_err(qmp_err)?;
+    let chardevs = qmp
+        .execute_raw("query-chardev", Json::Object(Default::default()))
+        .await
+        .map_err(qmp_err)?;
+    // A listening socket chardev's filename is `disconnected:unix:…`
+    // until a client connects.
+    let in_use = chardevs.as_array().is_some_and(|all| {
+        all.iter().any(|c| {
+            c["label"] == "serial0"
+                && c["filename"]
+                    .as_str()
+                    .is_some_and(|f| f.starts_with("unix:"))
+        })
+    });
+    if in_use {
+        return Err(ConsoleError::InUse(name.to_owned()));
+    }
+    let running = qmp.execute(QueryStatus).await.map_err(qmp_err)?.running;
+    if !running && resume {
+        qmp.execute(Cont).await.map_err(qmp_err)?;
+        return Ok(false);
+    }
+    Ok(!running)
+}
+
+/// Resumes a paused VM (what Ganeti's console wrapper does on attach).
 pub async fn resume_for_console(node: &Node, name: &str) -> Result<(), qmp_protocol::QmpError> {
     let qmp = connect(&node.run.socket(name, Socket::Qmp), Duration::from_secs(5)).await?;
     if !qmp.execute(QueryStatus).await?.running {
