@@ -216,7 +216,9 @@ fn console_scenarios(lab: &Lab) -> Result<()> {
     ensure!(out.status.success(), "the given console command: {out:?}");
     ensure!(state(lab)? == "running", "--resume left it paused");
 
-    step("console: the guest powering off ends the session");
+    step(
+        "stop --no-wait presses the power button and returns; the guest powering off ends the console session",
+    );
     let pid = serde_json::from_str::<Value>(&lab.ok(&["info", "cons1", "--json"])?)?["pid"]
         .as_i64()
         .context("pid")?;
@@ -233,8 +235,12 @@ fn console_scenarios(lab: &Lab) -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()?;
     // The input stays open: only QEMU's end can end the session.
-    let mut input = child.stdin.take().context("stdin")?;
-    input.write_all(b"poweroff -f\n")?;
+    let input = child.stdin.take().context("stdin")?;
+    let pressed = lab.ok(&["stop", "cons1", "--no-wait"])?;
+    ensure!(
+        pressed == "cons1: power button pressed; the guest powers off in its own time\n",
+        "stop --no-wait: {pressed}"
+    );
     wait_gone(pid)?;
     let out = child.wait_with_output()?;
     drop(input);

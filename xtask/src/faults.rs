@@ -158,7 +158,7 @@ fn run_case(lab: &Lab, case: &Case, name: &str, i: usize) -> Result<String> {
     let args: Vec<&str> = match case.op {
         "start" => vec!["start", spec_s, "--paused"],
         "stop" => vec!["stop", name, "--timeout", "30"],
-        "reboot" => vec!["reboot", name, "--hard"],
+        "reboot" => vec!["reboot", name, "--force"],
         "add-disk" => vec!["hotplug", "add-disk", name, &hot],
         other => bail!("unknown operation {other}"),
     };

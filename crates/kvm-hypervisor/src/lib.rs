@@ -55,7 +55,8 @@ pub use launch::{StartError, StartOptions, Started, start};
 pub use lifecycle::{
     BalloonError, Ballooned, Console, ConsoleError, Consoles, DeviceSummary, Ending, InfoError,
     InstanceInfo, InstanceState, RebootError, StopError, StopOptions, balloon, cleanup, consoles,
-    info, info_all, list, prepare_console, reboot, resume_for_console, spec_from_record, stop,
+    info, info_all, list, prepare_console, press_power_button, reboot, resume_for_console,
+    spec_from_record, stop,
 };
 pub use nicsetup::NicSetupError;
 pub use node::{Node, NodeInfo};

@@ -173,6 +173,7 @@ impl Classify for StopError {
     fn kind(&self) -> ErrorKind {
         match self {
             StopError::State(e) => e.kind(),
+            StopError::NotRunning(_) => ErrorKind::Busy,
             _ => ErrorKind::Failed,
         }
     }

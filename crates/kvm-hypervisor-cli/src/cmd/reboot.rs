@@ -10,9 +10,10 @@ use crate::output::{print_json, runtime};
 pub(crate) struct Args {
     /// The instance.
     name: String,
-    /// Kill QEMU instead of an ACPI power-down.
-    #[arg(long)]
-    hard: bool,
+    /// Kill QEMU instead of an ACPI power-down, as `stop --force` does
+    /// (`--hard`, Ganeti's word, is the same).
+    #[arg(long, alias = "hard")]
+    force: bool,
     /// Seconds the guest gets to power off.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -26,7 +27,7 @@ impl Args {
         let node = g.node(None)?;
         let timeout = Duration::from_secs(self.timeout);
         let started = runtime()?.block_on(kvm_hypervisor::reboot(
-            &node, &self.name, self.hard, timeout,
+            &node, &self.name, self.force, timeout,
         ))?;
         if self.json {
             print_json(&started)?;

@@ -47,6 +47,17 @@ pub enum StopError {
     /// The run directory or the lock.
     #[error(transparent)]
     State(#[from] StateError),
+    /// Not running: nothing to press the power button of.
+    #[error("instance {0} is not running")]
+    NotRunning(String),
+    /// The power button could not be pressed.
+    #[error("pressing {name}'s power button: {source}")]
+    PowerButton {
+        /// The instance.
+        name: String,
+        /// The cause.
+        source: Box<qmp_protocol::QmpError>,
+    },
     /// QEMU survived SIGKILL (an uninterruptible sleep).
     #[error("instance {name}: QEMU (pid {pid}) did not exit even after SIGKILL")]
     Unkillable {
@@ -55,6 +66,29 @@ pub enum StopError {
         /// Its pid.
         pid: i32,
     },
+}
+
+/// Presses `name`'s ACPI power button and returns: the guest powers off in
+/// its own time (`stop --no-wait`). What is left once QEMU has exited is
+/// cleaned up by the next `stop` or `cleanup`, and `info` says
+/// `shutdown-by-guest` meanwhile when the monitor runs.
+pub async fn press_power_button(node: &Node, name: &str) -> Result<(), StopError> {
+    state::check_name(name)?;
+    if !matches!(state::liveness(&node.run, name), Liveness::Running { .. }) {
+        return Err(StopError::NotRunning(name.to_owned()));
+    }
+    let err = |source| StopError::PowerButton {
+        name: name.to_owned(),
+        source: Box::new(source),
+    };
+    let qmp = connect(&node.run.socket(name, Socket::Qmp), Duration::from_secs(15))
+        .await
+        .map_err(err)?;
+    qmp.execute(qmp_protocol::SystemPowerdown)
+        .await
+        .map_err(err)?;
+    tracing::info!(instance = name, "power button pressed");
+    Ok(())
 }
 
 /// Stops `name`: ACPI power-down (when ACPI is on and not `force`), wait up
