@@ -180,6 +180,20 @@ fn ci() -> Result<()> {
         ]),
     )?;
     run("cargo test", cargo().args(["test", "--workspace"]))?;
+    // Every leaf crate packs and builds on its own, as crates.io gets it.
+    for leaf in [
+        "qmp-protocol",
+        "qemu-cmdline",
+        "device-slots",
+        "runtime-state",
+        "tap-netdev",
+        "hvparam-validation",
+    ] {
+        run(
+            &format!("cargo publish --dry-run -p {leaf}"),
+            cargo().args(["publish", "--dry-run", "--allow-dirty", "--quiet", "-p", leaf]),
+        )?;
+    }
     run_e2e()?;
     run_faults()?;
     run_load()?;

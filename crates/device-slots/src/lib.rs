@@ -83,3 +83,8 @@ pub enum SlotError {
     #[error("bad hvinfo: {0}")]
     BadHvInfo(String),
 }
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -65,3 +65,8 @@ pub use params::{
 };
 pub use problem::{Problem, ProblemKind, Problems, UnknownValue};
 pub use value::Kind;
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

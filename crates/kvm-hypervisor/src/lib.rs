@@ -70,3 +70,8 @@ pub use runtime_state as state;
 /// Taps, links and NIC configuration, re-exported.
 pub use tap_netdev as net;
 pub use timing::TIMING_TARGET;
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

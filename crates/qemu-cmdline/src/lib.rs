@@ -61,3 +61,8 @@ pub enum CmdlineError {
     #[error("cannot read QEMU capabilities: {0}")]
     BadCaps(String),
 }
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -97,3 +97,8 @@ pub use events::{
     EventListener, MigrationEvent, QmpEvent, ResumeEvent, ShutdownCause, ShutdownEvent, StopEvent,
 };
 pub use wire::{Event, Greeting, QemuVersion, Timestamp, VersionInfo};
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -281,3 +281,8 @@ fn python_json(value: &serde_json::Value) -> String {
     }
     String::from_utf8(out).unwrap_or_default()
 }
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

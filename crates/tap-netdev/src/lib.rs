@@ -57,3 +57,8 @@ pub use nic::{
 };
 pub use table::{MAIN_TABLE, routing_table};
 pub use tap::{TUN_DEVICE, Tap, TapInfo, TapOptions, VHOST_NET_DEVICE, tap_info};
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
