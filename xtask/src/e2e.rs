@@ -710,18 +710,17 @@ fn mem_total_kib(console: &mut Console) -> Result<u64> {
 /// Waits up to 30 s for `pid` to exit, through a pidfd: it signals the
 /// exit even while the process lingers as a zombie nobody has reaped.
 pub(crate) fn wait_gone(pid: i64) -> Result<()> {
-    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-    // SAFETY: pidfd_open(2) returns a new descriptor we own, or -1.
-    let raw = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
-    let Ok(raw) = i32::try_from(raw) else {
-        bail!("pidfd_open({pid}) gave {raw}");
+    use std::os::fd::AsFd;
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        bail!("{pid} is no pid");
     };
-    if raw < 0 {
+    let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) else {
         // No such process: already gone.
         return Ok(());
-    }
-    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    };
     let mut fds = [nix::poll::PollFd::new(
         fd.as_fd(),
         nix::poll::PollFlags::POLLIN,

@@ -191,7 +191,14 @@ fn ci() -> Result<()> {
     ] {
         run(
             &format!("cargo publish --dry-run -p {leaf}"),
-            cargo().args(["publish", "--dry-run", "--allow-dirty", "--quiet", "-p", leaf]),
+            cargo().args([
+                "publish",
+                "--dry-run",
+                "--allow-dirty",
+                "--quiet",
+                "-p",
+                leaf,
+            ]),
         )?;
     }
     run_e2e()?;

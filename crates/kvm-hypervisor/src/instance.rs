@@ -2,7 +2,7 @@
 //! a QMP session, plus the primitives every operation shares (connecting to
 //! a monitor, waiting for a process to exit).
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -151,12 +151,11 @@ pub struct ProcessExit {
 impl ProcessExit {
     /// Watches `pid`; `None` when it does not exist.
     pub fn watch(pid: i32) -> Option<ProcessExit> {
-        // SAFETY: pidfd_open(2) with a pid and no flags; it returns a new
-        // descriptor we own or -1.
-        let raw = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
-        let raw = i32::try_from(raw).ok().filter(|r| *r >= 0)?;
-        // SAFETY: `raw` is a fresh descriptor owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid)?,
+            rustix::process::PidfdFlags::empty(),
+        )
+        .ok()?;
         // SAFETY: the descriptor is owned by the AsyncFd and closed only
         // when it is dropped, after deregistration.
         unsafe {

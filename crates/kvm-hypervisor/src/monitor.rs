@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 
 use qmp_protocol::{Client, Event};
 use serde::Serialize;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use crate::state::{RunDir, write_atomic};
@@ -142,20 +141,19 @@ pub async fn run_notifying(
         dir: ctrl.display().to_string(),
         source,
     };
-    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-        .map_err(|e| watch_err(e.into()))?;
+    use futures_util::StreamExt;
+    use inotify::{Inotify, WatchMask};
+    let inotify = Inotify::init().map_err(watch_err)?;
     let ctrl_watch = inotify
-        .add_watch(&ctrl, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
-        .map_err(|e| watch_err(e.into()))?;
+        .watches()
+        .add(&ctrl, WatchMask::CREATE | WatchMask::MOVED_TO)
+        .map_err(watch_err)?;
     let logs = run.root().join("log");
     let log_watch = inotify
-        .add_watch(&logs, AddWatchFlags::IN_MODIFY)
-        .map_err(|e| watch_err(e.into()))?;
-    // SAFETY: the Inotify owns its descriptor and outlives the registration.
-    let fd =
-        unsafe { AsyncFd::register_with_interest(Watch(inotify), tokio::io::Interest::READABLE) }
-            .map_err(|e| watch_err(std::io::Error::other(e.to_string())))?;
+        .watches()
+        .add(&logs, WatchMask::MODIFY)
+        .map_err(watch_err)?;
+    let mut events = inotify.into_event_stream([0u8; 4096]).map_err(watch_err)?;
     let watched: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let start_watch = |name: String| {
         let newly = watched
@@ -185,42 +183,28 @@ pub async fn run_notifying(
     loop {
         tokio::select! {
             () = &mut shutdown => return Ok(()),
-            ready = fd.readable() => {
-                let mut guard = ready.map_err(watch_err)?;
-                match guard.get_inner().0.read_events() {
-                    Ok(events) => {
-                        for ev in events {
-                            let file = ev.name.as_ref().and_then(|n| n.to_str());
-                            if ev.wd == ctrl_watch {
-                                if let Some(name) = file.and_then(|f| f.strip_suffix(".kvmd")) {
-                                    start_watch(name.to_owned());
-                                }
-                            } else if ev.wd == log_watch
-                                && let Some(f) = file.filter(|f| f.ends_with(".console"))
-                            {
-                                match cap_console_log(&logs.join(f), console_log_max) {
-                                    Ok(Some(dropped)) => tracing::info!(log = f, dropped, "console log capped"),
-                                    Ok(None) => {}
-                                    Err(e) => tracing::debug!(log = f, error = %e, "cannot cap the console log"),
-                                }
-                            }
-                        }
+            event = events.next() => {
+                let ev = match event {
+                    Some(Ok(ev)) => ev,
+                    Some(Err(e)) => return Err(watch_err(e)),
+                    None => return Err(watch_err(std::io::Error::other("the inotify stream ended"))),
+                };
+                let file = ev.name.as_ref().and_then(|n| n.to_str());
+                if ev.wd == ctrl_watch {
+                    if let Some(name) = file.and_then(|f| f.strip_suffix(".kvmd")) {
+                        start_watch(name.to_owned());
                     }
-                    Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
-                    Err(e) => return Err(watch_err(e.into())),
+                } else if ev.wd == log_watch
+                    && let Some(f) = file.filter(|f| f.ends_with(".console"))
+                {
+                    match cap_console_log(&logs.join(f), console_log_max) {
+                        Ok(Some(dropped)) => tracing::info!(log = f, dropped, "console log capped"),
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!(log = f, error = %e, "cannot cap the console log"),
+                    }
                 }
             }
         }
-    }
-}
-
-/// The inotify instance, as tokio's AsyncFd wants it.
-struct Watch(nix::sys::inotify::Inotify);
-
-impl std::os::fd::AsRawFd for Watch {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsFd;
-        self.0.as_fd().as_raw_fd()
     }
 }
 
