@@ -11,6 +11,7 @@ use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use crate::e2e::{Console, Lab, leftover_files, wait_gone};
@@ -124,11 +125,19 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
             .is_some_and(|a| a.len() == 2 && a.iter().all(|o| o["result"] == "powered off")),
         "node-stop: {stopped}"
     );
+    // Defined instances keep their console logs until their next start.
+    let run = lab.dir.join("run");
+    let mut left: Vec<PathBuf> = leftover_files(&run)?;
+    left.sort();
     ensure!(
-        leftover_files(&lab.dir.join("run"))?.is_empty(),
-        "files left after node-stop"
+        left == [run.join("log/pers1.console"), run.join("log/pers2.console")],
+        "files left after node-stop: {left:?}"
     );
-    std::fs::remove_dir_all(lab.dir.join("run"))?;
+    ensure!(
+        std::fs::read_to_string(run.join("log/pers1.console"))?.contains("GLAB-READY"),
+        "pers1's console log after its stop"
+    );
+    std::fs::remove_dir_all(&run)?;
 
     step("node-start after the reboot: both come back, pers1 with the same MAC");
     ok(lab, &["node-start"])?;
@@ -139,6 +148,10 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
     for name in ["pers1", "pers2", "pers3"] {
         ok(lab, &["undefine", name])?;
     }
+    ensure!(
+        leftover_files(&run)?.is_empty(),
+        "files left after undefine (console logs are the definitions')"
+    );
     ensure!(
         std::fs::read_dir(&config)?.count() == 0,
         "files left in the config directory"

@@ -111,6 +111,7 @@ impl Global {
         Ok(node
             .with_uid_pool(self.uid_pool.clone().unwrap_or_default())
             .with_nic_script(self.nic_script.clone())
-            .with_shared_with_ganeti(self.shared_with_ganeti))
+            .with_shared_with_ganeti(self.shared_with_ganeti)
+            .with_config_dir(Some(self.config_dir())))
     }
 }

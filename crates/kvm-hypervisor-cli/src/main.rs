@@ -48,7 +48,12 @@ fn logging() {
     use std::io::IsTerminal;
     let fmt = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        // Colours only on a terminal, and never with NO_COLOR set
+        // (https://no-color.org).
+        .with_ansi(
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        );
     if std::env::var_os("RUST_LOG").is_some() {
         fmt.with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .init();

@@ -32,6 +32,9 @@ pub struct Node {
     /// with our record inside, so that Ganeti's layer can run them too (on
     /// a migration's target, or once the node goes back to it).
     pub shared_with_ganeti: bool,
+    /// Where defined instances are kept: a stop of one of them keeps its
+    /// console log until its next start.
+    pub config: Option<crate::defined::ConfigDir>,
 }
 
 impl Node {
@@ -46,6 +49,7 @@ impl Node {
             uid_pool: UidPool::default(),
             nic_script: None,
             shared_with_ganeti: false,
+            config: None,
         })
     }
 
@@ -58,6 +62,12 @@ impl Node {
     /// Sets the NIC script.
     pub fn with_nic_script(mut self, script: Option<PathBuf>) -> Node {
         self.nic_script = script;
+        self
+    }
+
+    /// Sets the config directory of defined instances.
+    pub fn with_config_dir(mut self, config: Option<crate::defined::ConfigDir>) -> Node {
+        self.config = config;
         self
     }
 

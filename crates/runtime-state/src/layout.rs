@@ -327,7 +327,18 @@ impl RunDir {
         name: &str,
         lock: InstanceLock,
     ) -> Result<Vec<PathBuf>, StateError> {
-        self.cleanup_impl(name, lock, false)
+        self.cleanup_impl(name, lock, false, false)
+    }
+
+    /// [`RunDir::cleanup_locked`] that keeps the serial console log, for
+    /// an instance that lives on after its stop (a defined one): the log
+    /// stays readable until its next start truncates it.
+    pub fn cleanup_keeping_console_log(
+        &self,
+        name: &str,
+        lock: InstanceLock,
+    ) -> Result<Vec<PathBuf>, StateError> {
+        self.cleanup_impl(name, lock, false, true)
     }
 
     /// [`RunDir::cleanup_locked`] that keeps the runtime record: a reboot's
@@ -337,7 +348,7 @@ impl RunDir {
         name: &str,
         lock: InstanceLock,
     ) -> Result<Vec<PathBuf>, StateError> {
-        self.cleanup_impl(name, lock, true)
+        self.cleanup_impl(name, lock, true, false)
     }
 
     /// Whether the run directory holds any file of `name`.
@@ -367,6 +378,7 @@ impl RunDir {
         name: &str,
         lock: InstanceLock,
         keep_record: bool,
+        keep_console_log: bool,
     ) -> Result<Vec<PathBuf>, StateError> {
         check_name(name)?;
         if let crate::Liveness::Running { pid, .. } = crate::liveness(self, name) {
@@ -384,7 +396,9 @@ impl RunDir {
         remove_file(&mut done, self.intent_file(name))?;
         remove_file(&mut done, self.migration_file(name))?;
         remove_file(&mut done, self.qemu_log(name))?;
-        remove_file(&mut done, self.console_log(name))?;
+        if !keep_console_log {
+            remove_file(&mut done, self.console_log(name))?;
+        }
         for suffix in CTRL_SUFFIXES {
             remove_file(&mut done, self.ctrl(name, suffix))?;
         }

@@ -75,6 +75,11 @@ impl NameArgs {
             return Err(DefineError::Running(self.name).into());
         }
         config.undefine(&self.name)?;
+        // The console log kept since its last stop goes with it.
+        let log = g.run_dir().console_log(&self.name);
+        if log.exists() {
+            std::fs::remove_file(&log).with_context(|| format!("removing {}", log.display()))?;
+        }
         if self.json {
             print_json(&json!({"name": self.name, "defined": false}))?;
         } else {

@@ -140,8 +140,11 @@ async fn stop_impl(
     if let Some(r) = &record {
         deconfigure_nics(node, name, r).await;
     }
+    let defined = node.config.as_ref().is_some_and(|c| c.is_defined(name));
     let _ = if keep_record {
         node.run.cleanup_keeping_record(name, lock)
+    } else if defined {
+        node.run.cleanup_keeping_console_log(name, lock)
     } else {
         node.run.cleanup_locked(name, lock)
     };
