@@ -7,7 +7,7 @@ use kvm_hypervisor::{Ending, StopOptions};
 use serde_json::json;
 
 use crate::global::Global;
-use crate::output::runtime;
+use crate::output::{print_json, runtime};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -40,10 +40,7 @@ fn stop(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     if a.no_wait {
         runtime()?.block_on(kvm_hypervisor::press_power_button(&node, name))?;
         if as_json {
-            println!(
-                "{}",
-                json!({"name": name, "ending": "power-button-pressed"})
-            );
+            print_json(&json!({"name": name, "ending": "power-button-pressed"}))?;
         } else {
             println!("{name}: power button pressed; the guest powers off in its own time");
         }
@@ -84,7 +81,7 @@ fn stop(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         }
     })?;
     if as_json {
-        println!("{}", json!({"name": name, "ending": ending}));
+        print_json(&json!({"name": name, "ending": ending}))?;
     } else {
         let how = match ending {
             Ending::NotRunning => "was not running",
