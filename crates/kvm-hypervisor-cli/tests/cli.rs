@@ -294,6 +294,34 @@ fn the_monitor_tells_systemd_it_is_ready() {
 }
 
 #[test]
+fn spec_schema_describes_the_fixture_specs_fields() {
+    let out = run(&["spec-schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    // Every field of the bundled specs is one the schema knows.
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("web1.json")).expect("spec"))
+            .expect("JSON");
+    let known = |at: &serde_json::Value, obj: &serde_json::Value| {
+        for k in obj.as_object().expect("object").keys() {
+            assert!(at["properties"].get(k).is_some(), "{k}");
+        }
+    };
+    known(&schema, &spec);
+    known(&schema["properties"]["hvparams"], &spec["hvparams"]);
+    known(&schema["properties"]["disks"]["items"], &spec["disks"][0]);
+    known(&schema["properties"]["nics"]["items"], &spec["nics"][0]);
+    assert_eq!(
+        schema["properties"]["hvparams"]["properties"]["boot_order"]["enum"],
+        serde_json::json!(["cdrom", "disk", "floppy", "network"])
+    );
+}
+
+#[test]
 fn a_printing_command_whose_reader_goes_away_ends_quietly_by_sigpipe() {
     use std::os::unix::process::ExitStatusExt;
     // More than a pipe's buffer (64 KiB), so that it writes after the

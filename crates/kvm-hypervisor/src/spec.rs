@@ -601,6 +601,84 @@ pub const DEV_TYPES: &[&str] = &[
     "diskless",
 ];
 const NIC_FIELDS: &[&str] = &["uuid", "mac", "name", "mode", "link", "vlan", "ip"];
+const DISK_ACCESS: &[&str] = &["kernelspace", "userspace"];
+const DISK_MODES: &[&str] = &["rw", "ro"];
+const NIC_MODES: &[&str] = &["bridged", "routed", "openvswitch", "ext"];
+
+/// The JSON Schema (draft 2020-12) of an instance spec, made from the
+/// parser's own field lists, allowed values and bounds, and from every
+/// hvparam's definition: editors can check a spec as it is typed. The
+/// parser stays the judge (cross-field rules, host facts).
+pub fn spec_schema() -> Json {
+    use serde_json::json;
+    let hv: serde_json::Map<String, Json> = crate::hvparams::params()
+        .iter()
+        .map(|p| {
+            let mut s = match p.kind() {
+                crate::hvparams::Kind::Bool => json!({"type": "boolean"}),
+                crate::hvparams::Kind::Int => json!({"type": "integer"}),
+                crate::hvparams::Kind::String => json!({"type": "string"}),
+            };
+            if !p.allowed().is_empty() && p.kind() == crate::hvparams::Kind::String {
+                let mut values: Vec<&str> = p.allowed().to_vec();
+                if !p.required() {
+                    values.push("");
+                }
+                s["enum"] = json!(values);
+            }
+            s["default"] = p.default_value();
+            s["description"] = json!(p.doc());
+            (p.name().to_owned(), s)
+        })
+        .collect();
+    let uuid = json!({"type": "string", "format": "uuid"});
+    let disk = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "uuid": uuid,
+            "name": {"type": "string"},
+            "path": {"type": "string", "description": "a block device or file (kernelspace access)"},
+            "uri": {"type": "string", "description": "a storage URI QEMU opens itself (userspace access)"},
+            "access": {"enum": DISK_ACCESS},
+            "mode": {"enum": DISK_MODES, "default": "rw"},
+            "size": {"type": "integer", "minimum": 1, "description": "MiB"},
+            "dev_type": {"enum": DEV_TYPES},
+        },
+        "oneOf": [{"required": ["path"]}, {"required": ["uri"]}],
+    });
+    let nic = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "uuid": uuid,
+            "mac": {"type": "string", "pattern": "^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$"},
+            "name": {"type": "string"},
+            "mode": {"enum": NIC_MODES, "default": "bridged"},
+            "link": {"type": "string"},
+            "vlan": {"type": "string"},
+            "ip": {"type": "string"},
+        },
+    });
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "kvm-hypervisor instance spec",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["name", "memory", "vcpus"],
+        "properties": {
+            "name": {"type": "string", "maxLength": crate::state::MAX_NAME_LEN},
+            "uuid": uuid,
+            "memory": {"type": "integer", "minimum": 1, "maximum": u32::MAX, "description": "MiB"},
+            "min_memory": {"type": "integer", "minimum": 1, "description": "MiB, the balloon's floor"},
+            "vcpus": {"type": "integer", "minimum": 1, "maximum": 1024},
+            "network_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "hvparams": {"type": "object", "additionalProperties": false, "properties": hv},
+            "disks": {"type": "array", "items": disk},
+            "nics": {"type": "array", "items": nic},
+        },
+    })
+}
 
 fn describe(v: &Json) -> String {
     match v {
@@ -899,20 +977,18 @@ impl Cx {
             .map(str::to_owned);
         let path = self.string(&join(field, "path"), obj.get("path"), false);
         let uri = self.string(&join(field, "uri"), obj.get("uri"), false);
-        const ACCESS: &[&str] = &["kernelspace", "userspace"];
         let access = self.choice(
             &join(field, "access"),
             obj.get("access"),
             &[("kernelspace", "kernelspace"), ("userspace", "userspace")],
-            ACCESS,
+            DISK_ACCESS,
         );
-        const MODES: &[&str] = &["rw", "ro"];
         let mode = self
             .choice(
                 &join(field, "mode"),
                 obj.get("mode"),
                 &[("rw", DiskMode::Rw), ("ro", DiskMode::Ro)],
-                MODES,
+                DISK_MODES,
             )
             .unwrap_or(DiskMode::Rw);
         let size_mib = self
@@ -1006,7 +1082,6 @@ impl Cx {
         let name = self
             .string(&join(field, "name"), obj.get("name"), false)
             .map(str::to_owned);
-        const MODES: &[&str] = &["bridged", "routed", "openvswitch", "ext"];
         let mode = self
             .choice(
                 &join(field, "mode"),
@@ -1017,7 +1092,7 @@ impl Cx {
                     ("openvswitch", NicMode::Openvswitch),
                     ("ext", NicMode::Ext),
                 ],
-                MODES,
+                NIC_MODES,
             )
             .unwrap_or(NicMode::Bridged);
         let link = self
@@ -1178,4 +1253,67 @@ fn is_vlan(v: &str) -> bool {
                 && n.bytes().all(|b| b.is_ascii_digit())
                 && n.parse::<u16>().is_ok_and(|id| (1..4095).contains(&id))
         })
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+
+    fn keys(v: &Json) -> Vec<String> {
+        let mut k: Vec<String> = v
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        k.sort();
+        k
+    }
+
+    fn sorted(fields: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = fields.iter().map(|f| (*f).to_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_schema_has_the_parsers_fields_and_every_hvparam() {
+        let s = spec_schema();
+        assert_eq!(keys(&s["properties"]), sorted(TOP_FIELDS));
+        assert_eq!(
+            keys(&s["properties"]["disks"]["items"]["properties"]),
+            sorted(DISK_FIELDS)
+        );
+        assert_eq!(
+            keys(&s["properties"]["nics"]["items"]["properties"]),
+            sorted(NIC_FIELDS)
+        );
+        let names: Vec<&str> = crate::hvparams::params().iter().map(|p| p.name()).collect();
+        assert_eq!(
+            keys(&s["properties"]["hvparams"]["properties"]),
+            sorted(&names)
+        );
+    }
+
+    #[test]
+    fn every_value_the_schema_allows_for_an_hvparam_the_parser_takes() {
+        let s = spec_schema();
+        let params = s["properties"]["hvparams"]["properties"].clone();
+        for (name, p) in params.as_object().into_iter().flatten() {
+            for value in p["enum"].as_array().into_iter().flatten() {
+                let mut map = serde_json::Map::new();
+                map.insert(name.clone(), value.clone());
+                let (_, problems) = crate::hvparams::HvParams::parse(&map);
+                assert!(
+                    problems.iter().all(|pr| pr.param() != name),
+                    "{name} = {value}: {problems:?}"
+                );
+            }
+            // The default is a value of its declared type.
+            let ok = match p["type"].as_str() {
+                Some("boolean") => p["default"].is_boolean(),
+                Some("integer") => p["default"].is_i64() || p["default"].is_u64(),
+                _ => p["default"].is_string(),
+            };
+            assert!(ok, "{name}'s default {}", p["default"]);
+        }
+    }
 }

@@ -30,6 +30,20 @@ impl CompletionsArgs {
 }
 
 #[derive(clap::Args)]
+pub(crate) struct SchemaArgs {
+    /// Accepted for uniformity; the schema is JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl SchemaArgs {
+    pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
+        crate::output::print_json(&kvm_hypervisor::spec::spec_schema())?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(clap::Args)]
 pub(crate) struct ManPagesArgs {
     /// Where to write `kvm-hypervisor.1` and `kvm-hypervisor-COMMAND.1`.
     #[arg(long, value_name = "DIR")]

@@ -129,6 +129,9 @@ pub(crate) enum Command {
     /// powershell), e.g. `kvm-hypervisor completions bash >
     /// /usr/share/bash-completion/completions/kvm-hypervisor`.
     Completions(docs::CompletionsArgs),
+    /// Print the JSON Schema of an instance spec (for editors: e.g. VS Code's
+    /// `json.schemas`, or `"$schema"` in the spec).
+    SpecSchema(docs::SchemaArgs),
     /// Write the man pages (one per command) into a directory.
     #[command(hide = true)]
     ManPages(docs::ManPagesArgs),
@@ -154,6 +157,7 @@ impl Command {
                 | Command::MigrationStatus(_)
                 | Command::Completions(_)
                 | Command::ManPages(_)
+                | Command::SpecSchema(_)
         )
     }
 
@@ -197,6 +201,7 @@ impl Command {
             Command::InstallUnits(a) => a.run(g),
             Command::Completions(a) => a.run(),
             Command::ManPages(a) => a.run(),
+            Command::SpecSchema(a) => a.run(),
         }
     }
 }
