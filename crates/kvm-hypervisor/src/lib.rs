@@ -22,6 +22,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod caps;
+pub mod cgroup;
 pub mod defined;
 pub mod devices;
 pub mod ganeti;

@@ -33,10 +33,23 @@ impl Drop for Vm {
         if let Ok(pid) = std::fs::read_to_string(self.node.run.pid_file(&self.name))
             && let Ok(pid) = pid.trim().parse::<i32>()
         {
+            let exit = rustix::process::Pid::from_raw(pid).and_then(|p| {
+                rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+            });
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
+            // Its cgroup can go once it has exited.
+            if let Some(fd) = exit {
+                use std::os::fd::AsFd;
+                let mut fds = [nix::poll::PollFd::new(
+                    fd.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10_000u16));
+            }
+            kvm_hypervisor::cgroup::remove(&self.name);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -310,6 +323,33 @@ async fn disk_add_resize_remove_seen_by_the_guest() {
     );
     assert_eq!(record(&vm).disks.len(), 1);
     stop(&vm).await;
+}
+
+/// Not in `cargo xtask e2e`: `ip netns exec` remounts /sys, which hides
+/// the cgroup hierarchies from the binary it runs.
+#[tokio::test(flavor = "current_thread")]
+async fn qemu_runs_in_a_cgroup_of_its_own_until_it_stops() {
+    let vm = start("cgrp1", json!({})).await;
+    let pid = std::fs::read_to_string(vm.node.run.pid_file(&vm.name)).expect("pid");
+    let own = std::fs::read_to_string(format!("/proc/{}/cgroup", pid.trim())).expect("cgroup");
+    // No systemd as PID 1 here: a cgroup v2 directory of ours.
+    assert!(
+        own.lines().any(|l| l == "0::/kvm-hypervisor/cgrp1"),
+        "QEMU's cgroups: {own}"
+    );
+    drop(boot(&vm).await);
+    let info = kvm_hypervisor::info(&vm.node, &vm.name)
+        .await
+        .expect("info");
+    let dir = info.cgroup.clone().expect("a cgroup in info");
+    assert!(dir.ends_with("kvm-hypervisor/cgrp1"), "{}", dir.display());
+    assert!(
+        info.usage.is_some_and(|u| u.cpu_usec > 0),
+        "{:?}",
+        info.usage
+    );
+    stop(&vm).await;
+    assert!(!dir.exists(), "{} outlived the instance", dir.display());
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -186,6 +186,17 @@ fn describe(i: &InstanceInfo, state: &str) -> String {
     if let Some(m) = &i.machine {
         line("machine", m.clone());
     }
+    if let Some(c) = &i.cgroup {
+        let mut used = String::new();
+        if let Some(u) = &i.usage {
+            used = format!(" (cpu {:.1} s", u.cpu_usec as f64 / 1e6);
+            if let Some(m) = u.memory_bytes {
+                used.push_str(&format!(", memory {}", mib(m >> 20)));
+            }
+            used.push(')');
+        }
+        line("cgroup", format!("{}{used}", c.display()));
+    }
     if !i.from_qmp && i.pid.is_some() {
         line(
             "note",

@@ -568,7 +568,7 @@ pub enum DiskSize {
     Grow(u64),
 }
 
-/// `SIZE` or `+SIZE` (grow by), each as [`parse_size`] reads it.
+/// `SIZE` or `+SIZE` (grow by), each as [`parse_size()`] reads it.
 pub fn parse_disk_size(s: &str) -> Result<DiskSize, HotplugError> {
     match s.trim().strip_prefix('+') {
         Some(by) => parse_size(by).map(DiskSize::Grow),

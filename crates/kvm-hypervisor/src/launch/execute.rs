@@ -138,6 +138,21 @@ pub(crate) async fn launch(
         rb.push(Undo::RemoveFile(run.socket(name, which)));
     }
     rb.push(Undo::RemoveFile(run.console_log(name)));
+    // A control group of its own while QEMU is still paused; its directory
+    // goes after the kill if the start fails.
+    match crate::cgroup::place(name, pid).await {
+        Ok(placement) => {
+            tracing::debug!(instance = name, ?placement, "QEMU placed in its own cgroup");
+            if let crate::cgroup::Placement::Directory { path } = placement {
+                rb.push(Undo::RemoveDir(path));
+            }
+        }
+        Err(why) => tracing::warn!(
+            instance = name,
+            why,
+            "QEMU stays in the cgroup of whoever started it"
+        ),
+    }
     rb.push(Undo::Kill(pid));
     rb.push(Undo::RemoveFile(run.pid_file(name)));
     fault_point("spawn", Some(pid));

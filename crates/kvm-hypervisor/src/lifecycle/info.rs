@@ -64,6 +64,12 @@ pub struct InstanceInfo {
     pub from_qmp: bool,
     /// Devices: kind, uuid and QEMU id.
     pub devices: Vec<DeviceSummary>,
+    /// The control group QEMU runs in, when it is one of ours.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<std::path::PathBuf>,
+    /// What that control group has used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::cgroup::Usage>,
     /// Why the instance is [`InstanceState::Stale`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -139,6 +145,14 @@ pub async fn info(node: &Node, name: &str) -> Result<InstanceInfo, InfoError> {
     if incomplete {
         info.state = InstanceState::Incomplete;
     }
+    if let Some(pid) = info.pid
+        && let Some(dir) = crate::cgroup::cgroup_dir(name)
+        && std::fs::read_to_string(dir.join("cgroup.procs"))
+            .is_ok_and(|p| p.lines().any(|l| l.trim() == pid.to_string()))
+    {
+        info.usage = crate::cgroup::usage(name);
+        info.cgroup = Some(dir);
+    }
     if let Some(r) = &record {
         let field = |k: &str| r.instance.get(k);
         info.uuid = field("uuid").and_then(|u| u.as_str()).map(str::to_owned);
@@ -169,6 +183,8 @@ async fn describe(
                 machine,
                 from_qmp: false,
                 devices,
+                cgroup: None,
+                usage: None,
                 problem: None,
             };
             if let Ok(qmp) = connect(&node.run.socket(name, Socket::Qmp), MONITOR_BUSY_WAIT).await {
@@ -228,6 +244,8 @@ async fn describe(
                 machine,
                 from_qmp: false,
                 devices,
+                cgroup: None,
+                usage: None,
                 problem: None,
             })
         }
@@ -315,6 +333,8 @@ pub async fn info_all(node: &Node) -> Result<Vec<InstanceInfo>, StateError> {
                 machine: None,
                 from_qmp: false,
                 devices: Vec::new(),
+                cgroup: None,
+                usage: None,
                 problem: Some(e.to_string()),
             },
         };

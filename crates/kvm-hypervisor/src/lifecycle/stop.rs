@@ -136,10 +136,11 @@ async fn stop_impl(
         }
         _ => Ending::NotRunning,
     };
-    // The network goes down only now that QEMU is gone.
+    // The network goes down only now that QEMU is gone, and its cgroup.
     if let Some(r) = &record {
         deconfigure_nics(node, name, r).await;
     }
+    crate::cgroup::remove(name);
     let defined = node.config.as_ref().is_some_and(|c| c.is_defined(name));
     let _ = if keep_record {
         node.run.cleanup_keeping_record(name, lock)
@@ -276,5 +277,6 @@ pub async fn cleanup(node: &Node, name: &str) -> Result<Vec<std::path::PathBuf>,
     if let Ok(Some(file)) = node.run.read_runtime(name) {
         deconfigure_nics(node, name, &file.record()).await;
     }
+    crate::cgroup::remove(name);
     node.run.cleanup(name)
 }
