@@ -94,6 +94,17 @@ fn define_writes_generated_values_in_once_and_refuses_a_second_define() {
         })
         .collect();
     assert_eq!(generated, ["uuid", "nics[0].uuid", "nics[0].mac"]);
+    // Defined all the same, with what would stop its start said now.
+    let host: Vec<&str> = report["host_problems"]
+        .as_array()
+        .expect("host_problems")
+        .iter()
+        .filter_map(|h| h.as_str())
+        .collect();
+    assert!(
+        host.contains(&"nics[0].link: bridge `br0` does not exist on this host"),
+        "{host:?}"
+    );
     let stored = d.stored("web1");
     let (uuid, mac) = (stored["uuid"].clone(), stored["nics"][0]["mac"].clone());
     assert!(uuid.is_string() && mac.is_string(), "{stored}");

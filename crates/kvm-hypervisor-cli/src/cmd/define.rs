@@ -45,12 +45,28 @@ impl DefineArgs {
         let name = loaded.spec.name().as_str();
         let generated = describe_generated(&loaded.generated);
         let path = config.spec_path(name);
+        // Defined all the same (a bridge or disk may come later), but said
+        // now rather than at the first start.
+        let report = runtime()?.block_on(kvm_hypervisor::validate::validate_spec(
+            &loaded,
+            &kvm_hypervisor::caps::default_cache_dir(),
+        ));
+        let host: Vec<String> = report
+            .problems
+            .iter()
+            .map(|f| format!("{}: {}", f.field, f.message))
+            .collect();
         if self.json {
-            print_json(&json!({"name": name, "path": path, "generated": generated}))?;
+            print_json(&json!({
+                "name": name, "path": path, "generated": generated, "host_problems": host,
+            }))?;
         } else {
             println!("{name}: defined in {}", path.display());
             for g in generated {
                 println!("  generated {g} (kept in the definition)");
+            }
+            for h in &host {
+                eprintln!("warning: {name} cannot start on this host yet: {h}");
             }
         }
         Ok(ExitCode::SUCCESS)
