@@ -26,6 +26,7 @@ import tempfile
 from ganeti import constants
 from ganeti import errors
 from ganeti import objects
+from ganeti import pathutils
 from ganeti.hypervisor import hv_base
 from ganeti.hypervisor import hv_kvm
 
@@ -54,13 +55,27 @@ class CommandFailed(errors.HypervisorError):
     self.status = status
 
 
+def _NicScript():
+  """Ganeti's NIC script, as our binary's options: master's kvm-nic-setup
+  (up and down), or 3.0's kvm-ifup (up only: Ganeti 3.0 tears nothing down
+  by script), so NICs are set up as Ganeti's layer sets them, the admin's
+  kvm-vif-bridge and kvm-ifup-os hooks included."""
+  setup = getattr(pathutils, "KVM_NIC_SETUP", None)
+  if setup and os.path.exists(setup):
+    return ["--nic-script", setup]
+  ifup = getattr(pathutils, "KVM_IFUP", None)
+  if ifup and os.path.exists(ifup):
+    return ["--nic-script", ifup, "--nic-script-up-only"]
+  return []
+
+
 def _Run(args, stdin=None, check=True):
   """Runs our binary on Ganeti's run directory; its stdout, or raises."""
   # Ganeti's own KVM layer shares the run directory: our runtime files are
   # Ganeti's array with our record inside, and `-name` is Ganeti's, so
   # that its layer sees and can run our instances too.
   argv = [BINARY, "--run-dir", hv_kvm.KVMHypervisor._ROOT_DIR,
-          "--shared-with-ganeti"] + list(args)
+          "--shared-with-ganeti"] + _NicScript() + list(args)
   proc = subprocess.run(argv, input=stdin, stdout=subprocess.PIPE,
                         stderr=subprocess.PIPE, universal_newlines=True,
                         check=False)

@@ -331,6 +331,16 @@ fn one_node(lab: &mut GanetiLab, guest_kernel: &Path, guest_initrd: &Path) -> Re
         ],
     )?;
     step(at, "gnt-cluster init");
+    // The admin's hook Ganeti's kvm-ifup runs instead of its own bridge
+    // set-up: it notes each tap, so the lab sees Ganeti's NIC script run
+    // for our QEMUs.
+    let hook = lab.path_in(1, "/etc/ganeti/kvm-vif-bridge")?;
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\nip link set \"$INTERFACE\" master \"$BRIDGE\" up\n\
+         echo \"$INSTANCE $INTERFACE $BRIDGE\" >> /run/kvm-vif-bridge.log\n",
+    )?;
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     lab.add_instance("file", "inst1", &[])?;
     step(at, "gnt-instance add inst1");
     lab.ok(1, &["gnt-instance", "start", "inst1"])?;
@@ -380,6 +390,15 @@ fn one_node(lab: &mut GanetiLab, guest_kernel: &Path, guest_initrd: &Path) -> Re
     step(
         at,
         "gnt-instance modify -H machine_version=pc-i440fx-7.. (a regex Ganeti's own check lets through) refused by ours",
+    );
+    let vif = std::fs::read_to_string(lab.path_in(1, "/run/kvm-vif-bridge.log")?)?;
+    ensure!(
+        vif.starts_with("inst1 tap") && vif.trim_end().ends_with(" gntbr"),
+        "Ganeti's NIC script for inst1: {vif:?}"
+    );
+    step(
+        at,
+        "Ganeti's kvm-ifup (with the admin's kvm-vif-bridge hook) set up inst1's NIC",
     );
     let mut console = lab.console(1, "inst1")?;
     let hi = console.run("echo ganeti-$((6*7))")?;

@@ -38,6 +38,11 @@ pub(crate) struct Global {
         value_parser = parse_script
     )]
     nic_script: Option<PathBuf>,
+    /// The NIC script only sets NICs up (Ganeti 3.0's `kvm-ifup`, which
+    /// knows no `down`): they are torn down natively. Also read from
+    /// KVM_HYPERVISOR_NIC_SCRIPT_UP_ONLY.
+    #[arg(long, global = true, env = "KVM_HYPERVISOR_NIC_SCRIPT_UP_ONLY")]
+    nic_script_up_only: bool,
     /// Ganeti's own KVM layer shares the run directory (a Ganeti node; set
     /// by our Ganeti class): runtime files of the instances we start are
     /// Ganeti's array with our record inside, so Ganeti's layer can run
@@ -111,6 +116,7 @@ impl Global {
         Ok(node
             .with_uid_pool(self.uid_pool.clone().unwrap_or_default())
             .with_nic_script(self.nic_script.clone())
+            .with_nic_script_up_only(self.nic_script_up_only)
             .with_shared_with_ganeti(self.shared_with_ganeti)
             .with_config_dir(Some(self.config_dir())))
     }

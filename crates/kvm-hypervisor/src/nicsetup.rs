@@ -43,21 +43,33 @@ pub enum NicSetupError {
 #[derive(Debug)]
 pub(crate) struct NicSetup {
     script: Option<PathBuf>,
+    down_script: Option<PathBuf>,
     netlink: Option<Netlink>,
 }
 
 impl NicSetup {
-    /// With the node's NIC script, if it has one.
+    /// With `script` for both directions, if there is one.
     pub(crate) fn new(script: Option<&Path>) -> NicSetup {
         NicSetup {
             script: script.map(Path::to_owned),
+            down_script: script.map(Path::to_owned),
             netlink: None,
         }
     }
 
-    /// The node's NIC script.
-    pub(crate) fn script(&self) -> Option<&Path> {
-        self.script.as_deref()
+    /// With the node's NIC script (and its teardown, which is native for
+    /// a script that only sets up).
+    pub(crate) fn for_node(node: &crate::Node) -> NicSetup {
+        NicSetup {
+            script: node.nic_script.clone(),
+            down_script: node.nic_down_script().map(Path::to_owned),
+            netlink: None,
+        }
+    }
+
+    /// The script that tears down what this sets up, if any.
+    pub(crate) fn down_script(&self) -> Option<&Path> {
+        self.down_script.as_deref()
     }
 
     fn netlink(&mut self) -> Result<&Netlink, TapError> {
@@ -110,7 +122,7 @@ impl NicSetup {
         nic: &NicConfig,
         tap: &TapName,
     ) -> Result<(), NicSetupError> {
-        if let Some(script) = self.script.clone() {
+        if let Some(script) = self.down_script.clone() {
             return self.run(&script, nic, tap, ScriptAction::Down).await;
         }
         let netlink = self.netlink()?;

@@ -26,6 +26,10 @@ pub struct Node {
     /// `/usr/lib/ganeti/kvm-nic-setup`); without one, bridged and routed
     /// NICs are set up natively and `openvswitch` and `ext` ones refused.
     pub nic_script: Option<PathBuf>,
+    /// The NIC script only sets up (Ganeti 3.0's `kvm-ifup`, which knows
+    /// no `down`, as Ganeti 3.0 never tears a NIC down by script): the
+    /// host side is torn down natively.
+    pub nic_script_up_only: bool,
     /// Whether Ganeti's own KVM layer shares the run directory (a Ganeti
     /// node): the runtime files of instances we start are then written in
     /// the shared form (`runtime_state::render_shared`), Ganeti's array
@@ -48,6 +52,7 @@ impl Node {
             cache_dir: cache_dir.into(),
             uid_pool: UidPool::default(),
             nic_script: None,
+            nic_script_up_only: false,
             shared_with_ganeti: false,
             config: None,
         })
@@ -63,6 +68,22 @@ impl Node {
     pub fn with_nic_script(mut self, script: Option<PathBuf>) -> Node {
         self.nic_script = script;
         self
+    }
+
+    /// Says whether the NIC script only sets up.
+    pub fn with_nic_script_up_only(mut self, up_only: bool) -> Node {
+        self.nic_script_up_only = up_only;
+        self
+    }
+
+    /// The script that tears NICs down: the NIC script, unless it only
+    /// sets up (then the teardown is native).
+    pub fn nic_down_script(&self) -> Option<&Path> {
+        if self.nic_script_up_only {
+            None
+        } else {
+            self.nic_script.as_deref()
+        }
     }
 
     /// Sets the config directory of defined instances.

@@ -262,14 +262,14 @@ impl Instance<'_> {
         let tap = Tap::open(&plan.tap).map_err(|e| step_err("tap")(boxed(e)))?;
         let tap_name = tap.name().clone();
         let mut undo = Rollback::default();
-        crate::nicsetup::NicSetup::new(self.node.nic_script.as_deref())
+        crate::nicsetup::NicSetup::for_node(self.node)
             .up(&plan.config, &tap_name, None)
             .await
             .map_err(|e| step_err("nic-up")(boxed(e)))?;
         undo.push(Undo::NicDown(Box::new((
             plan.config.clone(),
             tap_name.clone(),
-            self.node.nic_script.clone(),
+            self.node.nic_down_script().map(std::path::Path::to_owned),
         ))));
         let mut record_entry = plan.record.clone();
         record_entry.tap = Some(tap_name.to_string());

@@ -362,7 +362,7 @@ pub(super) fn nic_id(n: &NicRecord) -> String {
 }
 
 pub(super) async fn nic_down(node: &crate::Node, cfg: &NicConfig, tap: &TapName) {
-    let mut setup = crate::nicsetup::NicSetup::new(node.nic_script.as_deref());
+    let mut setup = crate::nicsetup::NicSetup::for_node(node);
     if let Err(e) = setup.down(cfg, tap).await {
         tracing::warn!(tap = %tap, error = %e, "NIC down configuration failed");
     }

@@ -48,7 +48,7 @@ impl Instance<'_> {
                         && let Some((cfg, tap)) =
                             crate::devices::nic_config_of(&self.name, n, self.record.nics.len())
                     {
-                        let script = self.node.nic_script.clone();
+                        let script = self.node.nic_down_script().map(std::path::Path::to_owned);
                         steps.push(Undo::NicDown(Box::new((cfg, tap, script))));
                     }
                     for name in &intent.fd_names {

@@ -202,7 +202,7 @@ async fn configure_nics(
 ) -> StepResult<()> {
     use crate::net::{MigrationPhase, NicMode};
     let incoming = matches!(plan.mode, StartMode::Incoming { .. });
-    let mut setup = crate::nicsetup::NicSetup::new(node.nic_script.as_deref());
+    let mut setup = crate::nicsetup::NicSetup::for_node(node);
     for (nic, tap) in plan.nics.iter().zip(taps) {
         let config = nic.config();
         let phase = match (incoming, config.mode) {
@@ -219,7 +219,7 @@ async fn configure_nics(
         rb.push(Undo::NicDown(Box::new((
             config.clone(),
             tap.name().clone(),
-            setup.script().map(std::path::Path::to_owned),
+            setup.down_script().map(std::path::Path::to_owned),
         ))));
     }
     Ok(())

@@ -255,7 +255,7 @@ async fn deconfigure_nics(node: &Node, name: &str, r: &RuntimeRecord) {
         .enumerate()
         .filter_map(|(i, n)| nic_config_of(name, n, i))
         .collect();
-    let mut setup = crate::nicsetup::NicSetup::new(node.nic_script.as_deref());
+    let mut setup = crate::nicsetup::NicSetup::for_node(node);
     for (nic, tap) in nics {
         if let Err(e) = setup.down(&nic, &tap).await {
             tracing::warn!(instance = name, tap = %tap, error = %e, "NIC down configuration failed");

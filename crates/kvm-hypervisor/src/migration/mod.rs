@@ -1036,7 +1036,7 @@ async fn route_nics(node: &Node, name: &str) -> Result<(), MigrationError> {
         .filter_map(|(i, n)| crate::devices::nic_config_of(name, n, i))
         .filter(|(c, _)| matches!(c.mode, NicMode::Routed | NicMode::Ext))
         .collect();
-    let mut setup = crate::nicsetup::NicSetup::new(node.nic_script.as_deref());
+    let mut setup = crate::nicsetup::NicSetup::for_node(node);
     for (config, tap) in arrived {
         setup
             .up(&config, &tap, Some(crate::net::MigrationPhase::Post))
