@@ -166,9 +166,9 @@ impl ConfigDir {
         Ok(InstanceSpec::load(&path)?)
     }
 
-    /// Removes `name`'s definition and autostart mark. The caller makes
-    /// sure it is not running.
-    pub fn undefine(&self, name: &str) -> Result<(), DefineError> {
+    /// Removes `name`'s definition and autostart mark ([`undefine`] also
+    /// makes sure it is not running).
+    pub fn remove(&self, name: &str) -> Result<(), DefineError> {
         check_name(name)?;
         let path = self.spec_path(name);
         if !path.is_file() {
@@ -236,6 +236,110 @@ impl ConfigDir {
             .collect();
         marked.sort();
         Ok(marked.into_iter().map(|(_, name)| name).collect())
+    }
+}
+
+/// What became of one instance in [`node_start`] or [`node_stop`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeOutcome {
+    /// The instance.
+    pub name: String,
+    /// `started (pid N)`, `running`, `powered off`, …, or `failed`.
+    pub result: String,
+    /// Why it failed, with its causes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl NodeOutcome {
+    /// `result`, or `failed` with the error's chain.
+    fn of(name: String, result: Result<String, String>) -> NodeOutcome {
+        match result {
+            Ok(result) => NodeOutcome {
+                name,
+                result,
+                error: None,
+            },
+            Err(e) => NodeOutcome {
+                name,
+                result: "failed".into(),
+                error: Some(e),
+            },
+        }
+    }
+}
+
+/// Starts every autostart instance of `config` that is not running on
+/// `node`, in their order, `parallel` at a time (at boot). One that fails
+/// is reported; the others go on.
+pub async fn node_start(
+    node: &crate::Node,
+    config: &ConfigDir,
+    parallel: usize,
+) -> Result<Vec<NodeOutcome>, DefineError> {
+    use futures_util::StreamExt;
+    let one = |name: String| async move {
+        if crate::state::liveness(&node.run, &name).is_running() {
+            return NodeOutcome::of(name, Ok("running".into()));
+        }
+        let started = match config.load(&name) {
+            Ok(loaded) => crate::start(node, &loaded.spec, crate::StartOptions::default())
+                .await
+                .map(|s| format!("started (pid {})", s.pid))
+                .map_err(|e| crate::error_chain(&e)),
+            Err(e) => Err(crate::error_chain(&e)),
+        };
+        NodeOutcome::of(name, started)
+    };
+    Ok(futures_util::stream::iter(config.autostart()?)
+        .map(one)
+        .buffered(parallel.max(1))
+        .collect()
+        .await)
+}
+
+/// Stops every running instance of `node` at once, with one deadline for
+/// all, `timeout` (then SIGTERM, then SIGKILL, as a stop does), as
+/// `libvirt-guests` does at host shutdown.
+pub async fn node_stop(
+    node: &crate::Node,
+    timeout: std::time::Duration,
+) -> Result<Vec<NodeOutcome>, StateError> {
+    use futures_util::StreamExt;
+    let running: Vec<String> = crate::list(node)?
+        .into_iter()
+        .filter(|n| crate::state::liveness(&node.run, n).is_running())
+        .collect();
+    let opts = crate::StopOptions {
+        timeout,
+        force: false,
+    };
+    Ok(futures_util::stream::iter(running)
+        .map(|name| async move {
+            let ended = crate::stop(node, &name, opts).await;
+            let ended = ended
+                .map(|e| e.describe().to_owned())
+                .map_err(|e| crate::error_chain(&e));
+            NodeOutcome::of(name, ended)
+        })
+        .buffer_unordered(usize::MAX)
+        .collect()
+        .await)
+}
+
+/// Forgets defined instance `name` of `config`, and the console log its
+/// last stop kept on `node`; refused while it runs. (A start racing this
+/// still runs, as a one-shot instance.)
+pub fn undefine(node: &crate::Node, config: &ConfigDir, name: &str) -> Result<(), DefineError> {
+    check_name(name)?;
+    if crate::state::liveness(&node.run, name).is_running() {
+        return Err(DefineError::Running(name.to_owned()));
+    }
+    config.remove(name)?;
+    let log = node.run.console_log(name);
+    match std::fs::remove_file(&log) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("removing", &log)(e)),
+        _ => Ok(()),
     }
 }
 

@@ -61,7 +61,7 @@ pub use lifecycle::{
 };
 pub use nicsetup::NicSetupError;
 pub use node::{Node, NodeInfo};
-pub use outcome::{Classify, ErrorKind, error_kind};
+pub use outcome::{Classify, ErrorKind, error_chain, error_kind};
 /// The QEMU command-line model and capabilities, re-exported.
 pub use qemu_cmdline as cmdline;
 /// The QMP client, re-exported.

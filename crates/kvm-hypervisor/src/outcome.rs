@@ -48,6 +48,17 @@ pub trait Classify {
     fn kind(&self) -> ErrorKind;
 }
 
+/// An error with its causes, `: `-separated, on one line.
+pub fn error_chain(e: &dyn Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(&format!(": {cause}"));
+        next = cause.source();
+    }
+    text
+}
+
 /// The kind of `err`: the first error in its source chain that this crate
 /// (or a leaf crate) classifies; [`ErrorKind::Failed`] when none does.
 pub fn error_kind(err: &(dyn Error + 'static)) -> ErrorKind {

@@ -6,11 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures_util::StreamExt;
-use kvm_hypervisor::defined::{ConfigDir, DefineError, describe_generated};
+use kvm_hypervisor::defined::{self, ConfigDir, DefineError, NodeOutcome, describe_generated};
 use kvm_hypervisor::spec::InstanceSpec;
-use kvm_hypervisor::state::liveness;
-use kvm_hypervisor::{Ending, StartOptions, StopOptions};
 use serde_json::json;
 
 use crate::global::Global;
@@ -85,17 +82,7 @@ pub(crate) struct NameArgs {
 impl NameArgs {
     /// `undefine NAME`: refused while it runs.
     pub(crate) fn undefine(self, g: &Global) -> anyhow::Result<ExitCode> {
-        let config = g.config_dir();
-        // A start racing this undefine still runs: as a one-shot instance.
-        if liveness(&g.run_dir(), &self.name).is_running() {
-            return Err(DefineError::Running(self.name).into());
-        }
-        config.undefine(&self.name)?;
-        // The console log kept since its last stop goes with it.
-        let log = g.run_dir().console_log(&self.name);
-        if log.exists() {
-            std::fs::remove_file(&log).with_context(|| format!("removing {}", log.display()))?;
-        }
+        defined::undefine(&g.node(None)?, &g.config_dir(), &self.name)?;
         if self.json {
             print_json(&json!({"name": self.name, "defined": false}))?;
         } else {
@@ -218,62 +205,14 @@ pub(crate) struct NodeStartArgs {
     json: bool,
 }
 
-/// One instance's outcome in `node-start` or `node-stop`.
-#[derive(serde::Serialize)]
-struct Outcome {
-    name: String,
-    result: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
 impl NodeStartArgs {
     /// Starts every autostart instance that is not running, in their
     /// order, `--parallel` at a time. Exit 5 when one failed.
     pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
         let node = g.node(None)?;
-        let config = g.config_dir();
-        let names = config.autostart()?;
-        let one = |name: String| {
-            let (node, config) = (&node, &config);
-            async move {
-                if liveness(&node.run, &name).is_running() {
-                    return Outcome {
-                        name,
-                        result: "running".into(),
-                        error: None,
-                    };
-                }
-                let started = match config.load(&name) {
-                    Ok(loaded) => {
-                        kvm_hypervisor::start(node, &loaded.spec, StartOptions::default())
-                            .await
-                            .map(|s| format!("started (pid {})", s.pid))
-                            .map_err(|e| chain(&e))
-                    }
-                    Err(e) => Err(chain(&e)),
-                };
-                match started {
-                    Ok(how) => Outcome {
-                        name,
-                        result: how,
-                        error: None,
-                    },
-                    Err(e) => Outcome {
-                        name,
-                        result: "failed".into(),
-                        error: Some(e),
-                    },
-                }
-            }
-        };
         let parallel = usize::try_from(self.parallel).unwrap_or(1);
-        let outcomes: Vec<Outcome> = runtime()?.block_on(
-            futures_util::stream::iter(names)
-                .map(one)
-                .buffered(parallel)
-                .collect(),
-        );
+        let outcomes =
+            runtime()?.block_on(defined::node_start(&node, &g.config_dir(), parallel))?;
         report(&outcomes, self.json)
     }
 }
@@ -294,56 +233,13 @@ impl NodeStopArgs {
     /// deadline for all, as `libvirt-guests` does at host shutdown.
     pub(crate) fn run(self, g: &Global) -> anyhow::Result<ExitCode> {
         let node = g.node(None)?;
-        let names: Vec<String> = kvm_hypervisor::list(&node)?
-            .into_iter()
-            .filter(|n| liveness(&node.run, n).is_running())
-            .collect();
-        let opts = StopOptions {
-            timeout: Duration::from_secs(self.timeout),
-            force: false,
-        };
-        let node = &node;
-        let outcomes: Vec<Outcome> = runtime()?.block_on(
-            futures_util::stream::iter(names)
-                .map(|name| async move {
-                    match kvm_hypervisor::stop(node, &name, opts).await {
-                        Ok(ending) => Outcome {
-                            name,
-                            result: match ending {
-                                Ending::NotRunning => "was not running",
-                                Ending::Graceful => "powered off",
-                                Ending::Terminated => "terminated (SIGTERM)",
-                                Ending::Killed => "killed (SIGKILL)",
-                                Ending::Exited => "exited",
-                            }
-                            .into(),
-                            error: None,
-                        },
-                        Err(e) => Outcome {
-                            name,
-                            result: "failed".into(),
-                            error: Some(chain(&e)),
-                        },
-                    }
-                })
-                .buffer_unordered(usize::MAX)
-                .collect(),
-        );
+        let timeout = Duration::from_secs(self.timeout);
+        let outcomes = runtime()?.block_on(defined::node_stop(&node, timeout))?;
         report(&outcomes, self.json)
     }
 }
 
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        text.push_str(&format!(": {cause}"));
-        next = cause.source();
-    }
-    text
-}
-
-fn report(outcomes: &[Outcome], as_json: bool) -> anyhow::Result<ExitCode> {
+fn report(outcomes: &[NodeOutcome], as_json: bool) -> anyhow::Result<ExitCode> {
     if as_json {
         print_json(&outcomes)?;
     } else {

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use kvm_hypervisor::{Ending, StopOptions};
+use kvm_hypervisor::StopOptions;
 use serde_json::json;
 
 use crate::global::Global;
@@ -83,13 +83,7 @@ fn stop(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     if as_json {
         print_json(&json!({"name": name, "ending": ending}))?;
     } else {
-        let how = match ending {
-            Ending::NotRunning => "was not running",
-            Ending::Graceful => "powered off",
-            Ending::Terminated => "terminated (SIGTERM)",
-            Ending::Killed => "killed (SIGKILL)",
-            Ending::Exited => "exited, ended by someone else during the stop",
-        };
+        let how = ending.describe();
         println!("{name}: {how}; cleaned up");
     }
     Ok(ExitCode::SUCCESS)

@@ -40,6 +40,19 @@ pub enum Ending {
     Exited,
 }
 
+impl Ending {
+    /// How it ended, as a person reads it (`powered off`).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Ending::NotRunning => "was not running",
+            Ending::Graceful => "powered off",
+            Ending::Terminated => "terminated (SIGTERM)",
+            Ending::Killed => "killed (SIGKILL)",
+            Ending::Exited => "exited, ended by someone else during the stop",
+        }
+    }
+}
+
 /// Why a stop failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
