@@ -47,6 +47,9 @@ pub struct Usage {
     pub memory_bytes: Option<u64>,
 }
 
+/// Our cgroup directory under the unified hierarchy, without systemd.
+const OURS: &str = "kvm-hypervisor";
+
 fn systemd_runs() -> bool {
     Path::new("/run/systemd/system").is_dir()
 }
@@ -75,7 +78,7 @@ pub fn cgroup_dir(name: &str) -> Option<PathBuf> {
     Some(if systemd_runs() {
         root.join("machine.slice").join(scope_unit(name))
     } else {
-        root.join("kvm-hypervisor").join(name)
+        root.join(OURS).join(name)
     })
 }
 
@@ -132,7 +135,7 @@ async fn place_in_scope(name: &str, pid: i32) -> Result<Placement, String> {
 
 fn place_in_directory(name: &str, pid: i32) -> Result<Placement, String> {
     let root = unified_root().ok_or("no cgroup v2 hierarchy is mounted")?;
-    let ours = root.join("kvm-hypervisor");
+    let ours = root.join(OURS);
     let fail =
         |what: &str, path: &Path, e: std::io::Error| format!("{what} {}: {e}", path.display());
     std::fs::create_dir_all(&ours).map_err(|e| fail("creating", &ours, e))?;
@@ -164,8 +167,7 @@ pub fn remove(name: &str) {
     if systemd_runs() {
         return;
     }
-    let Some(root) = unified_root() else { return };
-    let dir = root.join("kvm-hypervisor").join(name);
+    let Some(dir) = cgroup_dir(name) else { return };
     match std::fs::remove_dir(&dir) {
         Ok(()) => tracing::debug!(dir = %dir.display(), "cgroup removed"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -57,6 +57,20 @@ pub struct Instance<'a> {
     _lock: InstanceLock,
 }
 
+/// The runtime record of running instance `name`, which must be complete
+/// (its start finished).
+pub(crate) fn complete_record(node: &Node, name: &str) -> Result<RuntimeRecord, OpenError> {
+    let record = node
+        .run
+        .read_runtime(name)?
+        .map(|f| f.record())
+        .ok_or_else(|| OpenError::NoRecord(name.to_owned()))?;
+    if record.incomplete {
+        return Err(OpenError::Incomplete(name.to_owned()));
+    }
+    Ok(record)
+}
+
 impl<'a> Instance<'a> {
     /// Locks `name` (waiting up to `lock_wait`), reads its record and
     /// connects to its monitor (within `monitor_wait`).
@@ -81,14 +95,7 @@ impl<'a> Instance<'a> {
             }
             return Err(OpenError::NotRunning(name.to_owned()));
         };
-        let record = node
-            .run
-            .read_runtime(name)?
-            .map(|f| f.record())
-            .ok_or_else(|| OpenError::NoRecord(name.to_owned()))?;
-        if record.incomplete {
-            return Err(OpenError::Incomplete(name.to_owned()));
-        }
+        let record = complete_record(node, name)?;
         clock.lap("record");
         let qmp = connect(&node.run.socket(name, Socket::Qmp), monitor_wait)
             .await

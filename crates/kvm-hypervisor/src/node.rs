@@ -111,13 +111,7 @@ impl Node {
 
     /// Writes instance `name`'s runtime file ([`Node::render_record`]).
     pub fn write_record(&self, name: &str, record: &RuntimeRecord) -> Result<(), StateError> {
-        match (record.origin, self.shared_with_ganeti) {
-            (Origin::Ganeti, _) => self.run.write_record(name, record, Format::Ganeti),
-            (Origin::Ours, true) => self
-                .run
-                .write_shared(name, record, &self.ganeti_argv(record)),
-            (Origin::Ours, false) => self.run.write_record(name, record, Format::Ours),
-        }
+        self.run.write_runtime(name, &self.render_record(record))
     }
 
     /// The phase A Ganeti's layer would run for `record` (ours).

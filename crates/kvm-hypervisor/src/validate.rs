@@ -152,23 +152,36 @@ fn finding(field: &str, p: HostProblem) -> Finding {
     }
 }
 
+/// A `kvm_path` that exists (per `facts`) but could not be probed as a
+/// QEMU (`probe_error`); a missing one is the hvparam check's to report.
+fn unusable_qemu(
+    kvm_path: &str,
+    facts: &crate::hvparams::HostFacts,
+    probe_error: Option<&str>,
+) -> Option<Finding> {
+    let exists = facts
+        .paths
+        .get(Path::new(kvm_path))
+        .is_some_and(|k| *k != PathKind::Missing);
+    Some(Finding {
+        field: "hvparams.kvm_path".into(),
+        message: format!(
+            "{kvm_path} cannot be used as QEMU: {}",
+            probe_error.filter(|_| exists)?
+        ),
+    })
+}
+
 /// What the host and its QEMU cannot give the instance: more memory than
 /// the host has, more vCPUs than the machine type takes, a `kvm_path` that
 /// exists but is not a QEMU that answers.
 fn sizing_problems(spec: &InstanceSpec, facts: &NodeFacts) -> Vec<Finding> {
     let mut out = Vec::new();
-    let kvm_path = spec.hvparams().kvm_path();
-    let exists = facts
-        .hv
-        .paths
-        .get(Path::new(kvm_path))
-        .is_some_and(|k| *k != PathKind::Missing);
-    if let (Some(why), true) = (&facts.qemu_probe_error, exists) {
-        out.push(Finding {
-            field: "hvparams.kvm_path".into(),
-            message: format!("{kvm_path} cannot be used as QEMU: {why}"),
-        });
-    }
+    out.extend(unusable_qemu(
+        spec.hvparams().kvm_path(),
+        &facts.hv,
+        facts.qemu_probe_error.as_deref(),
+    ));
     if let Some(total) = facts.memory_total_mib
         && spec.memory() > total
     {
@@ -214,7 +227,7 @@ pub async fn validate_spec(loaded: &Loaded, cache_dir: &Path) -> Report {
     let binary = PathBuf::from(loaded.spec.hvparams().kvm_path());
     match crate::caps::capabilities(&binary, cache_dir).await {
         Ok(p) => crate::host::add_qemu(&mut facts, &loaded.spec, &p.caps),
-        Err(e) => facts.qemu_probe_error = Some(chain(&e)),
+        Err(e) => facts.qemu_probe_error = Some(crate::error_chain(&e)),
     }
     validate_on_host(&loaded.spec, &facts, loaded.generated.clone())
 }
@@ -253,7 +266,7 @@ pub async fn validate_hvparams(
         let mut probe_error = None;
         match crate::caps::capabilities(Path::new(hv.kvm_path()), cache_dir).await {
             Ok(p) => facts.qemu = Some(crate::host::qemu_facts(&p.caps)),
-            Err(e) => probe_error = Some(chain(&e)),
+            Err(e) => probe_error = Some(crate::error_chain(&e)),
         }
         let v = hv.validate(&facts);
         problems.extend(
@@ -261,17 +274,7 @@ pub async fn validate_hvparams(
                 .iter()
                 .map(|p| named(p.param(), p.kind().to_string())),
         );
-        if let Some(why) = probe_error
-            && facts
-                .paths
-                .get(Path::new(hv.kvm_path()))
-                .is_some_and(|k| *k != PathKind::Missing)
-        {
-            problems.push(named(
-                "kvm_path",
-                format!("{} cannot be used as QEMU: {why}", hv.kvm_path()),
-            ));
-        }
+        problems.extend(unusable_qemu(hv.kvm_path(), &facts, probe_error.as_deref()));
         unchecked.extend(
             v.unchecked
                 .iter()
@@ -308,17 +311,6 @@ pub fn report_of_problems(problems: &crate::spec::SpecProblems) -> Report {
         generated: Vec::new(),
         host_checked: false,
     }
-}
-
-/// An error with its causes, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        text.push_str(&format!(": {cause}"));
-        next = cause.source();
-    }
-    text
 }
 
 /// The report of a spec that does not parse whole: its problems, and the

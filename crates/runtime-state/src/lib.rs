@@ -199,22 +199,6 @@ impl RunDir {
         }
     }
 
-    /// Writes instance `name`'s runtime file in the shared form
-    /// ([`render_shared`]) atomically, mode 0600.
-    pub fn write_shared(
-        &self,
-        name: &str,
-        record: &RuntimeRecord,
-        ganeti_argv: &[String],
-    ) -> Result<(), StateError> {
-        check_name(name)?;
-        write_atomic(
-            &self.runtime_file(name),
-            render_shared(record, ganeti_argv).as_bytes(),
-            FILE_MODE,
-        )
-    }
-
     /// Writes instance `name`'s runtime file atomically, mode 0600.
     pub fn write_record(
         &self,
@@ -222,12 +206,15 @@ impl RunDir {
         record: &RuntimeRecord,
         format: Format,
     ) -> Result<(), StateError> {
+        self.write_runtime(name, &render(record, format))
+    }
+
+    /// Writes `text` (a record rendered by [`render`] or
+    /// [`render_shared`]) as instance `name`'s runtime file, atomically,
+    /// mode 0600.
+    pub fn write_runtime(&self, name: &str, text: &str) -> Result<(), StateError> {
         check_name(name)?;
-        write_atomic(
-            &self.runtime_file(name),
-            render(record, format).as_bytes(),
-            FILE_MODE,
-        )
+        write_atomic(&self.runtime_file(name), text.as_bytes(), FILE_MODE)
     }
 }
 

@@ -120,16 +120,22 @@ pub(crate) fn keep_guest(
     }
     for (flag, value) in ours_opts {
         let Some(value) = value else { continue };
-        let taken = OURS_TAKEN.contains(&flag)
-            || (flag == "-chardev"
-                && opt_value(value, "id").is_some_and(|id| OUR_CHARDEVS.contains(&id)))
-            || (flag == "-device"
-                && opt_value(value, "id").is_some_and(|id| devices.iter().any(|d| d == id)));
-        if taken {
+        if ours_host_side(flag, value, devices) {
             argv.extend([flag.to_owned(), value.to_owned()]);
         }
     }
     argv
+}
+
+/// Whether our option `flag value` is of the host side (what
+/// [`OURS_TAKEN`] and [`OUR_CHARDEVS`] name, and the `-device` of a disk
+/// or NIC in `devices`) rather than of the guest's machine.
+fn ours_host_side(flag: &str, value: &str, devices: &[String]) -> bool {
+    OURS_TAKEN.contains(&flag)
+        || (flag == "-chardev"
+            && opt_value(value, "id").is_some_and(|id| OUR_CHARDEVS.contains(&id)))
+        || (flag == "-device"
+            && opt_value(value, "id").is_some_and(|id| devices.iter().any(|d| d == id)))
 }
 
 /// What Ganeti's own KVM layer needs of an instance we started, to run it
@@ -155,14 +161,7 @@ pub(crate) fn ganeti_phase_a(
     };
     let mut argv = vec![binary.clone(), "-name".into(), name.to_owned()];
     for (flag, value) in options(our_args) {
-        let host = flag == "-S"
-            || value.is_some_and(|value| {
-                OURS_TAKEN.contains(&flag)
-                    || (flag == "-chardev"
-                        && opt_value(value, "id").is_some_and(|id| OUR_CHARDEVS.contains(&id)))
-                    || (flag == "-device"
-                        && opt_value(value, "id").is_some_and(|id| devices.iter().any(|d| d == id)))
-            });
+        let host = flag == "-S" || value.is_some_and(|v| ours_host_side(flag, v, devices));
         if host {
             continue;
         }
@@ -192,6 +191,56 @@ mod tests {
 
     fn v(s: &[&str]) -> Vec<String> {
         s.iter().map(|a| (*a).to_owned()).collect()
+    }
+
+    /// The argv we plan for web1 (a disk, a NIC), host side and guest
+    /// part, as both directions of the conversion see it.
+    fn our_argv() -> Vec<String> {
+        v(&[
+            "/usr/bin/qemu-system-x86_64",
+            "-name",
+            "guest=web1,debug-threads=on",
+            "-uuid",
+            "4f1e2d3c-0000-4000-8000-123456789abc",
+            "-machine",
+            "type=pc-i440fx-7.2",
+            "-m",
+            "256",
+            "-nodefaults",
+            "-pidfile",
+            "/srv/run/pid/web1",
+            "-S",
+            "-sandbox",
+            "on,obsolete=deny",
+            "-chardev",
+            "socket,id=qmp,fd=3,server=on,wait=off",
+            "-chardev",
+            "socket,id=hmp,path=/srv/run/ctrl/web1.monitor,server=on,wait=off",
+            "-chardev",
+            "socket,id=serial0,path=/srv/run/ctrl/web1.serial,server=on,wait=off",
+            "-chardev",
+            "null,id=parallel0",
+            "-mon",
+            "chardev=qmp,mode=control",
+            "-mon",
+            "chardev=hmp,mode=readline",
+            "-serial",
+            "chardev:serial0",
+            "-incoming",
+            "defer",
+            "-device",
+            "virtio-balloon-pci,id=balloon0,bus=pci.0,addr=0x3",
+            "-device",
+            "isa-parallel,chardev=parallel0",
+            "-device",
+            "virtio-blk-pci,id=disk-7c079136-2573-4112,bus=pci.0,addr=0xc,drive=disk-7c079136-2573-4112",
+            "-blockdev",
+            "{\"driver\":\"raw\",\"node-name\":\"disk-7c079136-2573-4112\"}",
+            "-netdev",
+            "tap,id=nic-003fc157-66a8-4e6d,fd=6",
+            "-device",
+            "virtio-net-pci,id=nic-003fc157-66a8-4e6d,bus=pci.0,addr=0xd,netdev=nic-003fc157-66a8-4e6d",
+        ])
     }
 
     #[test]
@@ -230,48 +279,7 @@ mod tests {
             "4f1e2d3c-0000-4000-8000-123456789abc",
             "-S",
         ]);
-        let ours = v(&[
-            "/usr/bin/qemu-system-x86_64",
-            "-name",
-            "guest=web1,debug-threads=on",
-            "-uuid",
-            "4f1e2d3c-0000-4000-8000-123456789abc",
-            "-machine",
-            "type=pc-i440fx-7.2",
-            "-m",
-            "256",
-            "-nodefaults",
-            "-pidfile",
-            "/srv/run/pid/web1",
-            "-sandbox",
-            "on,obsolete=deny",
-            "-chardev",
-            "socket,id=qmp,fd=3,server=on,wait=off",
-            "-chardev",
-            "socket,id=hmp,path=/srv/run/ctrl/web1.monitor,server=on,wait=off",
-            "-chardev",
-            "socket,id=serial0,path=/srv/run/ctrl/web1.serial,server=on,wait=off",
-            "-chardev",
-            "null,id=parallel0",
-            "-mon",
-            "chardev=qmp,mode=control",
-            "-mon",
-            "chardev=hmp,mode=readline",
-            "-serial",
-            "chardev:serial0",
-            "-incoming",
-            "defer",
-            "-device",
-            "virtio-balloon-pci,id=balloon0,bus=pci.0,addr=0x3",
-            "-device",
-            "virtio-blk-pci,id=disk-7c079136-2573-4112,bus=pci.0,addr=0xc,drive=disk-7c079136-2573-4112",
-            "-blockdev",
-            "{\"driver\":\"raw\",\"node-name\":\"disk-7c079136-2573-4112\"}",
-            "-netdev",
-            "tap,id=nic-003fc157-66a8-4e6d,fd=6",
-            "-device",
-            "virtio-net-pci,id=nic-003fc157-66a8-4e6d,bus=pci.0,addr=0xd,netdev=nic-003fc157-66a8-4e6d",
-        ]);
+        let ours = our_argv();
         let devices = v(&["disk-7c079136-2573-4112", "nic-003fc157-66a8-4e6d"]);
         let got = keep_guest(&ganeti, &ours, &devices, "/srv/run");
         assert_eq!(
@@ -350,49 +358,7 @@ mod tests {
 
     #[test]
     fn our_guest_part_gets_ganetis_host_side_for_ganetis_layer() {
-        let ours = v(&[
-            "/usr/bin/qemu-system-x86_64",
-            "-name",
-            "guest=web1,debug-threads=on",
-            "-uuid",
-            "4f1e2d3c-0000-4000-8000-123456789abc",
-            "-machine",
-            "type=pc-i440fx-7.2",
-            "-m",
-            "256",
-            "-nodefaults",
-            "-pidfile",
-            "/srv/run/pid/web1",
-            "-S",
-            "-sandbox",
-            "on,obsolete=deny",
-            "-chardev",
-            "socket,id=qmp,fd=3,server=on,wait=off",
-            "-chardev",
-            "socket,id=hmp,path=/srv/run/ctrl/web1.monitor,server=on,wait=off",
-            "-chardev",
-            "socket,id=serial0,path=/srv/run/ctrl/web1.serial,server=on,wait=off",
-            "-chardev",
-            "null,id=parallel0",
-            "-mon",
-            "chardev=qmp,mode=control",
-            "-mon",
-            "chardev=hmp,mode=readline",
-            "-serial",
-            "chardev:serial0",
-            "-device",
-            "virtio-balloon-pci,id=balloon0,bus=pci.0,addr=0x3",
-            "-device",
-            "isa-parallel,chardev=parallel0",
-            "-blockdev",
-            "{\"driver\":\"raw\",\"node-name\":\"disk-7c079136-2573-4112\"}",
-            "-netdev",
-            "tap,id=nic-003fc157-66a8-4e6d,fd=6",
-            "-device",
-            "virtio-blk-pci,id=disk-7c079136-2573-4112,bus=pci.0,addr=0xc,drive=disk-7c079136-2573-4112",
-            "-device",
-            "virtio-net-pci,id=nic-003fc157-66a8-4e6d,bus=pci.0,addr=0xd,netdev=nic-003fc157-66a8-4e6d",
-        ]);
+        let ours = our_argv();
         let devices = v(&["disk-7c079136-2573-4112", "nic-003fc157-66a8-4e6d"]);
         let run = "/var/run/ganeti/kvm-hypervisor";
         assert_eq!(

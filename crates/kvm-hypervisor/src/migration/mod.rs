@@ -280,15 +280,7 @@ pub async fn migration_info(node: &Node, name: &str) -> Result<RuntimeRecord, Mi
         }
         return Err(e.into());
     }
-    let record = node
-        .run
-        .read_runtime(name)?
-        .map(|f| f.record())
-        .ok_or_else(|| OpenError::NoRecord(name.to_owned()))?;
-    if record.incomplete {
-        return Err(OpenError::Incomplete(name.to_owned()).into());
-    }
-    Ok(record)
+    Ok(crate::instance::complete_record(node, name)?)
 }
 
 /// Whether `name`'s QEMU runs here; if not, whether it is known at all.
