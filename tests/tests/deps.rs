@@ -2,10 +2,10 @@
 //! do it (its advisory database cannot be fetched from these machines):
 //! every package in the graph has a licence from the allowed list, and the
 //! crates we use directly come in one major version only.
-#![allow(clippy::disallowed_methods)] // a test driver runs `cargo metadata`
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
+
+mod common;
 
 /// Licences (SPDX identifiers) a dependency may be under.
 const ALLOWED_LICENSES: &[&str] = &[
@@ -39,23 +39,10 @@ const ONE_VERSION: &[&str] = &[
 ];
 
 fn metadata() -> serde_json::Value {
-    let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--offline"])
-        // What is built here (Linux only): no download of other
-        // platforms' crates.
-        .args([
-            "--filter-platform",
-            &format!("{}-unknown-linux-gnu", std::env::consts::ARCH),
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo metadata runs");
-    assert!(
-        out.status.success(),
-        "cargo metadata failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("metadata is JSON")
+    // What is built here (Linux only): no download of other platforms'
+    // crates.
+    let platform = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    common::cargo_metadata(&["--filter-platform", &platform])
 }
 
 /// Whether an SPDX expression is satisfied by the allowed licences: an

@@ -1,9 +1,9 @@
 //! The crate graph of STYLE.md §1, enforced: any workspace edge not listed here
 //! fails the test. A new edge is a design change; record why in ARCHITECTURE.md.
-#![allow(clippy::disallowed_methods)] // a test driver runs `cargo metadata`
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
+
+mod common;
 
 const LEAVES: &[&str] = &[
     "qmp-protocol",
@@ -35,23 +35,7 @@ fn allowed() -> BTreeSet<(String, String, String)> {
 }
 
 fn workspace_edges() -> BTreeSet<(String, String, String)> {
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo metadata runs");
-    assert!(
-        out.status.success(),
-        "cargo metadata failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata is JSON");
+    let meta = common::cargo_metadata(&["--no-deps"]);
     let packages = meta["packages"].as_array().expect("packages array");
     let members: BTreeMap<String, &serde_json::Value> = packages
         .iter()
@@ -86,18 +70,7 @@ fn workspace_crate_graph_has_only_allowed_edges() {
 
 #[test]
 fn leaves_exist_as_workspace_members() {
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo metadata runs");
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata is JSON");
+    let meta = common::cargo_metadata(&["--no-deps"]);
     let names: BTreeSet<&str> = meta["packages"]
         .as_array()
         .expect("packages")

@@ -74,16 +74,20 @@ impl Lab {
 
     /// [`Lab::kvmh`] with extra environment variables.
     pub(crate) fn kvmh_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<Output> {
-        Ok(Command::new("ip")
-            .args(["netns", "exec", &self.ns])
+        Ok(self.command(args).envs(env.iter().copied()).output()?)
+    }
+
+    /// The binary on node A with `args`, not started yet.
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns])
             .arg(&self.bin)
             .arg("--run-dir")
             .arg(self.dir.join("run"))
             .args(args)
             // The node's uid pool: nobody's uid, which every Debian has.
-            .env("KVM_HYPERVISOR_UID_POOL", "65534")
-            .envs(env.iter().copied())
-            .output()?)
+            .env("KVM_HYPERVISOR_UID_POOL", "65534");
+        c
     }
 
     /// A spec like [`Lab::spec`] with one routed NIC (table 100).
@@ -198,6 +202,21 @@ impl Console {
             reader: BufReader::new(stream.try_clone()?),
             writer: stream,
         })
+    }
+
+    /// The serial console at `socket` of a guest that was started running,
+    /// once it is ready: attached first, then its console log `log` read
+    /// (a start truncates it): READY is in it already, or comes on the
+    /// console.
+    pub(crate) fn ready(socket: &Path, log: &Path) -> Result<Console> {
+        let mut console = Console::attach(socket)?;
+        if !std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("GLAB-READY")
+        {
+            console.until("GLAB-READY")?;
+        }
+        Ok(console)
     }
 
     /// Reads lines until one contains `marker` (120 s without output fails).

@@ -32,15 +32,10 @@ fn ok(lab: &Lab, args: &[&str]) -> Result<String> {
 /// first, then READY looked up in its console log, or awaited.
 fn console(lab: &Lab, name: &str) -> Result<Console> {
     let run = lab.dir.join("run");
-    let mut console = Console::attach(&run.join("ctrl").join(format!("{name}.serial")))?;
-    let log = run.join("log").join(format!("{name}.console"));
-    if !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("GLAB-READY")
-    {
-        console.until("GLAB-READY")?;
-    }
-    Ok(console)
+    Console::ready(
+        &run.join("ctrl").join(format!("{name}.serial")),
+        &run.join("log").join(format!("{name}.console")),
+    )
 }
 
 fn states(lab: &Lab) -> Result<Vec<(String, String, Value)>> {
@@ -162,14 +157,8 @@ pub(crate) fn scenarios(lab: &Lab) -> Result<()> {
 /// `kvm-hypervisor console` with `input` on its stdin (then closed): its
 /// exit status, stdout and stderr.
 fn console_with(lab: &Lab, args: &[&str], input: &str) -> Result<(Option<i32>, String, String)> {
-    #[allow(clippy::disallowed_methods)] // a test driver runs the binary under test
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.ns])
-        .arg(&lab.bin)
-        .arg("--run-dir")
-        .arg(lab.dir.join("run"))
-        .arg("console")
-        .args(args)
+    let mut child = lab
+        .command(&[&["console"], args].concat())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -236,13 +225,8 @@ fn console_scenarios(lab: &Lab) -> Result<()> {
         .as_i64()
         .context("pid")?;
     drop(console(lab, "cons1")?);
-    #[allow(clippy::disallowed_methods)] // a test driver runs the binary under test
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.ns])
-        .arg(&lab.bin)
-        .arg("--run-dir")
-        .arg(&run)
-        .args(["console", "cons1"])
+    let mut child = lab
+        .command(&["console", "cons1"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

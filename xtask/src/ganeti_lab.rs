@@ -250,15 +250,30 @@ impl GanetiLab {
     /// READY is in the log already, or it comes on the console.
     fn console(&self, n: u8, name: &str) -> Result<Console> {
         let dir = "/run/ganeti/kvm-hypervisor";
-        let mut console = Console::attach(&self.path_in(n, &format!("{dir}/ctrl/{name}.serial"))?)?;
-        let log = self.path_in(n, &format!("{dir}/log/{name}.console"))?;
-        if !std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("GLAB-READY")
-        {
-            console.until("GLAB-READY")?;
+        Console::ready(
+            &self.path_in(n, &format!("{dir}/ctrl/{name}.serial"))?,
+            &self.path_in(n, &format!("{dir}/log/{name}.console"))?,
+        )
+    }
+
+    /// `gnt-instance list -o FIELDS NAME` on node1: the values.
+    fn fields(&self, name: &str, fields: &str) -> Result<Vec<String>> {
+        let out = self.ok(
+            1,
+            &["gnt-instance", "list", "--no-headers", "-o", fields, name],
+        )?;
+        Ok(out.split_whitespace().map(str::to_owned).collect())
+    }
+
+    /// `gnt-instance migrate -f [-n TO] NAME` on node1 (live; to the
+    /// secondary without `to`); what it printed.
+    fn migrate(&self, name: &str, to: Option<&str>) -> Result<String> {
+        let mut args = vec!["gnt-instance", "migrate", "-f"];
+        if let Some(to) = to {
+            args.extend(["-n", to]);
         }
-        Ok(console)
+        args.push(name);
+        self.ok(1, &args)
     }
 
     /// A path inside node `n`'s mount namespace, as this process reaches it.
@@ -528,20 +543,10 @@ fn one_node(lab: &mut GanetiLab, guest_kernel: &Path, guest_initrd: &Path) -> Re
     console.send("poweroff -f")?;
     console.until_closed()?;
     flag.appears("inst1.shutdown")?;
-    let status = lab.ok(
-        1,
-        &[
-            "gnt-instance",
-            "list",
-            "--no-headers",
-            "-o",
-            "status",
-            "inst1",
-        ],
-    )?;
+    let status = lab.fields("inst1", "status")?;
     ensure!(
-        status.trim() == "USER_down",
-        "after a poweroff inside the guest: {status}"
+        status == ["USER_down"],
+        "after a poweroff inside the guest: {status:?}"
     );
     step(
         at,
@@ -656,20 +661,10 @@ fn two_nodes(lab: &mut GanetiLab) -> Result<()> {
         at,
         "a sharedfile instance runs on node1 with a marker in RAM",
     );
-    lab.ok(
-        1,
-        &[
-            "gnt-instance",
-            "migrate",
-            "-f",
-            "-n",
-            "node2.gnt.test",
-            "inst2",
-        ],
-    )?;
+    lab.migrate("inst2", Some("node2.gnt.test"))?;
     mark_on(lab, 2, "inst2", "MARK-42")?;
     step(at, "gnt-instance migrate to node2: the marker came along");
-    lab.ok(1, &["gnt-instance", "migrate", "-f", "inst2"])?;
+    lab.migrate("inst2", None)?;
     mark_on(lab, 1, "inst2", "MARK-42")?;
     step(
         at,
@@ -703,35 +698,15 @@ fn postcopy(lab: &GanetiLab, at: Instant) -> Result<()> {
     )?;
     lab.ok(1, &["gnt-instance", "start", "inst4"])?;
     drop(lab.console(1, "inst4")?);
-    let out = lab.ok(
-        1,
-        &[
-            "gnt-instance",
-            "migrate",
-            "-f",
-            "-n",
-            "node2.gnt.test",
-            "inst4",
-        ],
-    )?;
+    let out = lab.migrate("inst4", Some("node2.gnt.test"))?;
     ensure!(
         out.contains("memory transfer has switched to postcopy"),
         "gnt-instance migrate inst4: {out}"
     );
-    let where_ = lab.ok(
-        1,
-        &[
-            "gnt-instance",
-            "list",
-            "--no-headers",
-            "-o",
-            "status,pnode",
-            "inst4",
-        ],
-    )?;
+    let where_ = lab.fields("inst4", "status,pnode")?;
     ensure!(
-        where_.split_whitespace().collect::<Vec<_>>() == ["running", "node2.gnt.test"],
-        "inst4 after the migration: {where_}"
+        where_ == ["running", "node2.gnt.test"],
+        "inst4 after the migration: {where_:?}"
     );
     step(
         at,
@@ -768,36 +743,18 @@ fn mixed(lab: &GanetiLab) -> Result<()> {
     lab.ok(1, &["/usr/lib/ganeti/daemon-util", "stop", "ganeti-noded"])?;
     lab.ok(1, &["/usr/lib/ganeti/daemon-util", "start", "ganeti-noded"])?;
     step(at, "node1 back on Ganeti's own KVM layer (noded restarted)");
-    let status = lab.ok(
-        1,
-        &[
-            "gnt-instance",
-            "list",
-            "--no-headers",
-            "-o",
-            "status",
-            "inst5",
-        ],
-    )?;
+    let status = lab.fields("inst5", "status")?;
     ensure!(
-        status.trim() == "running",
-        "inst5 under Ganeti's own layer: {status}"
+        status == ["running"],
+        "inst5 under Ganeti's own layer: {status:?}"
     );
-    let migrate = |to: Option<&str>| -> Result<String> {
-        let mut args = vec!["gnt-instance", "migrate", "-f"];
-        if let Some(to) = to {
-            args.extend(["-n", to]);
-        }
-        args.push("inst5");
-        lab.ok(1, &args)
-    };
-    migrate(Some("node2.gnt.test"))?;
+    lab.migrate("inst5", Some("node2.gnt.test"))?;
     mark_on(lab, 2, "inst5", "MARK-64")?;
     step(
         at,
         "Ganeti's own layer sees inst5 running and migrates it (from our runtime file) to ours on node2: the marker came along",
     );
-    migrate(None)?;
+    lab.migrate("inst5", None)?;
     mark_on(lab, 1, "inst5", "MARK-64")?;
     step(
         at,
@@ -820,23 +777,13 @@ fn mixed(lab: &GanetiLab) -> Result<()> {
     console.run("echo MARK-$((7*7)) > /tmp/mark")?;
     drop(console);
     step(at, "Ganeti's own layer started inst3 on node1");
-    lab.ok(
-        1,
-        &[
-            "gnt-instance",
-            "migrate",
-            "-f",
-            "-n",
-            "node2.gnt.test",
-            "inst3",
-        ],
-    )?;
+    lab.migrate("inst3", Some("node2.gnt.test"))?;
     mark_on(lab, 2, "inst3", "MARK-49")?;
     step(
         at,
         "gnt-instance migrate from Ganeti's layer to ours: the marker came along",
     );
-    lab.ok(1, &["gnt-instance", "migrate", "-f", "inst3"])?;
+    lab.migrate("inst3", None)?;
     mark_on(lab, 1, "inst3", "MARK-49")?;
     step(
         at,
